@@ -1,0 +1,1 @@
+"""Pure renderers: data in, bytes out. No database, no network, no environment."""

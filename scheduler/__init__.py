@@ -1,0 +1,1 @@
+"""APScheduler jobs: claim due campaigns, reconcile the ledger, finalise campaigns."""

@@ -1,0 +1,1 @@
+"""Persistence: models, migrations, repositories, the filter language and payload validation."""

@@ -1,0 +1,60 @@
+"""Rows to the seed API's JSON shapes (users, templates, pagination)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from storage.models import Template, User
+from storage.timefmt import fmt
+
+
+def user_to_seed(user: User | None) -> dict[str, Any] | None:
+    """A user object as the seed prints it (``campaign.user``, ``distribute_users``, ``contact.user``)."""
+    if user is None:
+        return None
+    return {
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone_number": user.phone_number,
+        "job_title": user.job_title,
+        "email": user.email,
+        "email_notifications": user.email_notifications,
+        "profile_picture": user.profile_picture,
+        "system_user": user.system_user,
+        "created_at": fmt(user.created_at),
+        "updated_at": fmt(user.updated_at),
+    }
+
+
+def template_to_seed(template: Template | None) -> dict[str, Any] | None:
+    """A template reference as the seed prints it in a campaign (no content)."""
+    if template is None:
+        return None
+    return {
+        "id": template.id,
+        "type": template.type,
+        "company_id": template.company_id,
+        "title": template.title,
+        "user_id": template.user_id,
+    }
+
+
+def pagination(total: int, page: int, per_page: int, path: str, query: dict[str, Any] | None = None) -> dict:
+    """The seed's pagination object; ``urls`` are API-relative (``/campaigns?page=2&per_page=15``)."""
+    last = max(1, math.ceil(total / per_page)) if per_page else 1
+    extra = "".join(f"&{k}={v}" for k, v in (query or {}).items() if v not in (None, ""))
+
+    def url(n: int) -> str:
+        return f"{path}?page={n}&per_page={per_page}{extra}"
+
+    return {
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "urls": {
+            "previous": url(page - 1) if page > 1 else None,
+            "next": url(page + 1) if page < last else None,
+        },
+    }

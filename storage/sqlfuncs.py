@@ -1,0 +1,20 @@
+"""SQL functions SQLite lacks, registered on every SQLite connection (see storage.db)."""
+
+from __future__ import annotations
+
+from storage.coerce import as_date, as_number, fold
+
+
+def register_sqlite(dbapi_connection) -> None:
+    """Register ``lower`` (Unicode, not ASCII-only), ``cd_number`` and ``cd_date``."""
+    dbapi_connection.create_function("lower", 1, fold, deterministic=True)
+    dbapi_connection.create_function("cd_number", 1, _number, deterministic=True)
+    dbapi_connection.create_function("cd_date", 1, _date, deterministic=True)
+
+
+def _number(value):
+    return as_number(value if value is None else str(value))
+
+
+def _date(value):
+    return as_date(value if value is None else str(value))

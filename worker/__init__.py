@@ -1,0 +1,1 @@
+"""The campaign-dispatch service: CLI, settings, broker wiring and actors."""

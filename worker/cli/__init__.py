@@ -1,0 +1,1 @@
+"""The ``campaign-dispatch`` command line: one module per command group."""

@@ -1,0 +1,51 @@
+"""The one typed settings object, read from the environment at the entry point (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_log_format() -> str:
+    return "console" if sys.stderr.isatty() else "json"
+
+
+class Settings(BaseSettings):
+    """Service configuration. Built once by the CLI and passed down as plain values."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(default="sqlite:///var/campaign-dispatch.db")
+    broker_url: str = Field(default="memory://")
+    # None means: `run`/`demo` start a local capturing SMTP server writing a Maildir under var/mail.
+    smtp_url: str | None = Field(default=None)
+    storage_url: str = Field(default_factory=lambda: "file://" + str(Path("var/objects").resolve()))
+    campaign_domain_suffix: str = Field(default="easircampaigns.com")
+    scheduler_interval: float = Field(default=5.0, gt=0)
+    log_format: Literal["json", "console"] = Field(default_factory=_default_log_format)
+    log_level: str = Field(default="INFO")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: str) -> str:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        # Plain postgresql:// URLs would pick psycopg2, which is not installed: use psycopg 3.
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
