@@ -10,21 +10,29 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-# PostgreSQL's POSIX regex flavour of the same patterns (no \d shortcuts that mean other things).
+# Python patterns are used with ``fullmatch``: ``$`` would also match before a trailing newline,
+# which PostgreSQL's ``$`` does not.
+NUMBER_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# PostgreSQL's regex flavour of the same patterns (no \d shortcuts that mean other things).
 NUMBER_PG = r"^-?[0-9]+(\.[0-9]+)?$"
-DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?$")
+# Longer number texts are not numbers: every backend converts what it accepts to a double
+# (PostgreSQL's float8 would raise on overflow or underflow; 200 digits stay within range).
+NUMBER_MAX_LEN = 200
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?")
 DATE_PG = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?$"
 
 
 def fold(text: str | None) -> str | None:
     """Case-fold for case-insensitive comparison (Unicode lower case)."""
-    return None if text is None else text.lower()
+    if text is None:
+        return None
+    # SQLite hands the registered ``lower`` numbers too (a JSON number in custom_fields).
+    return text.lower() if isinstance(text, str) else str(text).lower()
 
 
 def as_number(text: str | None) -> float | None:
-    """The number a text holds (``-12``, ``3.5``), else None."""
-    if text is None or not NUMBER_RE.match(text):
+    """The number a text holds (``-12``, ``3.5``) as a double, else None."""
+    if text is None or len(text) > NUMBER_MAX_LEN or not NUMBER_RE.fullmatch(text):
         return None
     return float(text)
 
@@ -34,14 +42,14 @@ def as_date(text: str | None) -> str | None:
 
     Normalised dates compare correctly as text, which is how every backend compares them.
     """
-    if text is None or not DATE_RE.match(text):
+    if text is None or not DATE_RE.fullmatch(text):
         return None
     return text if len(text) == 19 else text + " 00:00:00"
 
 
 def is_date_value(value: object) -> bool:
     """True when a filter value is a real calendar date in one of the two accepted formats."""
-    if not isinstance(value, str) or not DATE_RE.match(value):
+    if not isinstance(value, str) or not DATE_RE.fullmatch(value):
         return False
     try:
         datetime.strptime(value, "%Y-%m-%d %H:%M:%S" if len(value) == 19 else "%Y-%m-%d")

@@ -1,0 +1,211 @@
+"""The campaign repository: create, update, copy, delete, list, and the seed's JSON shapes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from storage.errors import Conflict, NotFound
+from storage.models import Campaign, Recipient, Template, User
+from storage.serialize import template_to_seed, user_to_seed
+from storage.timefmt import fmt
+from storage.validation import CampaignInput
+
+# A campaign may be changed or deleted only before it is dispatched.
+EDITABLE = frozenset({"draft", "pending"})
+STATUSES = ("draft", "pending", "sending", "paused", "cancelled", "failed", "completed")
+
+
+def initial_status(approved: bool, send_at: datetime | None) -> str:
+    """``pending`` once approved with a send time (the scheduler will take it), else ``draft``."""
+    return "pending" if approved and send_at is not None else "draft"
+
+
+def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False) -> Campaign:
+    """The campaign with this id, or NotFound (also for ids that are not UUIDs)."""
+    try:
+        key = str(uuid.UUID(str(campaign_id)))
+    except ValueError:
+        raise NotFound(f"campaign {campaign_id} not found") from None
+    campaign = session.get(Campaign, key, with_for_update=for_update)
+    if campaign is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return campaign
+
+
+def _apply(campaign: Campaign, data: CampaignInput, now: datetime) -> None:
+    campaign.name = data.name
+    campaign.description = data.description
+    campaign.approved = data.approved
+    campaign.type = data.type
+    campaign.message = data.message
+    campaign.filter = data.filter
+    campaign.template_id = data.template.id if data.template else None
+    # execute_now: due at once; the scheduler (or a direct dispatch) takes it on its next look.
+    campaign.send_at = now if data.execute_now and data.approved else data.send_at
+    campaign.task = data.task
+    campaign.status = initial_status(campaign.approved, campaign.send_at)
+    campaign.updated_at = now
+
+
+def create_campaign(session: Session, data: CampaignInput, user: User, now: datetime) -> Campaign:
+    """Insert a validated campaign owned by ``user``."""
+    campaign = Campaign(id=str(uuid.uuid4()), user_id=user.id, team_id=user.team_id, group_id=None,
+                        scope="global", created_at=now)
+    _apply(campaign, data, now)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def ensure_editable(campaign: Campaign, action: str) -> None:
+    """Refuse ``action`` on a campaign that has been dispatched (CONTRACT: exit 4)."""
+    if campaign.status not in EDITABLE:
+        raise Conflict(f"campaign {campaign.id} is {campaign.status}: a campaign that is already sent "
+                       f"cannot be {action}")
+
+
+def update_campaign(session: Session, campaign: Campaign, data: CampaignInput, now: datetime) -> Campaign:
+    """Replace a not-yet-sent campaign's fields (PUT semantics)."""
+    ensure_editable(campaign, "updated")
+    _apply(campaign, data, now)
+    session.flush()
+    return campaign
+
+
+def copy_campaign(session: Session, campaign: Campaign, now: datetime) -> Campaign:
+    """``"<name> - copy"`` with ``send_at`` and ``task`` cleared, as a draft."""
+    copy = Campaign(
+        id=str(uuid.uuid4()), user_id=campaign.user_id, team_id=campaign.team_id, group_id=campaign.group_id,
+        scope=campaign.scope, name=f"{campaign.name} - copy"[:255], description=campaign.description,
+        approved=campaign.approved, type=campaign.type, message=campaign.message,
+        template_id=campaign.template_id, filter=campaign.filter, send_at=None, task=None,
+        status="draft", created_at=now, updated_at=now,
+    )
+    session.add(copy)
+    session.flush()
+    return copy
+
+
+def delete_campaign(session: Session, campaign: Campaign) -> None:
+    """Delete a not-yet-sent campaign."""
+    ensure_editable(campaign, "deleted")
+    session.delete(campaign)
+    session.flush()
+
+
+def list_campaigns(
+    session: Session, *, status: str | None = None, type: str | None = None, teams: list[int] | None = None,
+    search: str | None = None, page: int = 1, per_page: int = 15,
+) -> tuple[list[Campaign], int]:
+    """One page of campaigns, newest first, and the total that match."""
+    query = select(Campaign)
+    if status:
+        query = query.where(Campaign.status == ("completed" if status == "sent" else status))
+    if type:
+        query = query.where(Campaign.type == type)
+    if teams:
+        query = query.where(Campaign.team_id.in_(teams))
+    if search:
+        pattern = search.lower()
+        query = query.where(or_(func.lower(Campaign.name).contains(pattern, autoescape=True),
+                                func.lower(Campaign.description).contains(pattern, autoescape=True)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Campaign.created_at.desc(), Campaign.id).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    return list(rows), total
+
+
+def progress_of(session: Session, campaign: Campaign) -> dict[str, int]:
+    """Counts from the ledger: ``total`` = sent + failed + skipped + pending (``sending`` is pending)."""
+    counts = dict(session.execute(
+        select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
+    ).all())
+    sent, failed, skipped = counts.get("sent", 0), counts.get("failed", 0), counts.get("skipped", 0)
+    total = sum(counts.values())
+    return {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
+            "pending": total - sent - failed - skipped}
+
+
+def stored_progress(campaign: Campaign) -> dict[str, int]:
+    """The counters kept on the campaign row (cheap, for lists)."""
+    done = campaign.sent + campaign.failed + campaign.skipped
+    return {"total": campaign.total, "sent": campaign.sent, "failed": campaign.failed,
+            "skipped": campaign.skipped, "pending": max(0, campaign.total - done)}
+
+
+def _users(session: Session, ids: list[int]) -> list[User]:
+    found = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))} if ids else {}
+    return [found[i] for i in ids if i in found]
+
+
+def _task_seed(session: Session, task: dict | None, *, users_as_objects: bool) -> dict | None:
+    if task is None:
+        return None
+    users = task.get("distribute_users") or []
+    return {
+        "distribution_strategy": task.get("distribution_strategy"),
+        "distribute_users": [user_to_seed(u) for u in _users(session, users)] if users_as_objects else list(users),
+        "relations_path": task.get("relations_path"),
+        "start_at": task.get("start_at"),
+        "end_at": task.get("end_at"),
+    }
+
+
+def _lifecycle(campaign: Campaign, progress: dict[str, int]) -> dict[str, Any]:
+    extra: dict[str, Any] = {"status": campaign.status, "progress": progress}
+    if campaign.status == "failed" or campaign.error:
+        extra["error"] = campaign.error
+    return extra
+
+
+def campaign_to_seed(session: Session, campaign: Campaign, progress: dict[str, int] | None = None) -> dict[str, Any]:
+    """The seed's GET/201 campaign shape, plus ``status``, ``progress`` and (when failed) ``error``."""
+    template = session.get(Template, campaign.template_id) if campaign.template_id else None
+    return {
+        "id": campaign.id,
+        "user": user_to_seed(session.get(User, campaign.user_id)),
+        "team_id": campaign.team_id,
+        "group_id": campaign.group_id,
+        "scope": campaign.scope,
+        "name": campaign.name,
+        "approved": campaign.approved,
+        "description": campaign.description,
+        "type": campaign.type,
+        "message": dict(campaign.message) if campaign.message is not None else None,
+        "template": template_to_seed(template),
+        "filter": campaign.filter,
+        "sent_at": fmt(campaign.sent_at),
+        "total_sent": campaign.total_sent,
+        "send_at": fmt(campaign.send_at),
+        "task": _task_seed(session, campaign.task, users_as_objects=True),
+        "created_at": fmt(campaign.created_at),
+        "updated_at": fmt(campaign.updated_at),
+        **_lifecycle(campaign, progress if progress is not None else stored_progress(campaign)),
+    }
+
+
+def campaign_update_shape(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """The seed's PUT response shape (``template_id``, user ids in the task), plus id and status."""
+    message = dict(campaign.message) if campaign.message is not None else None
+    return {
+        "id": campaign.id,
+        "team_id": campaign.team_id,
+        "group_id": campaign.group_id,
+        "scope": campaign.scope,
+        "name": campaign.name,
+        "description": campaign.description,
+        "approved": campaign.approved,
+        "type": campaign.type,
+        "message": message,
+        "filter": campaign.filter,
+        "template_id": campaign.template_id,
+        "send_at": fmt(campaign.send_at),
+        "task": _task_seed(session, campaign.task, users_as_objects=False),
+        "status": campaign.status,
+    }

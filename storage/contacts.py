@@ -1,0 +1,296 @@
+"""The seed's contact (recipient) shape <-> ``contacts`` rows, and reading loaded values into columns.
+
+A loaded contact is the seed's recipient object: ``id``, ``b2c``, ``account``, ``user``,
+``team_id``, ``status``, ``fixed_fields`` (a list of ``{name, value, ...}``), ``custom_fields``
+(an object of scalars), ``consent``, ``social_profile`` and the three times. Keys the row does
+not hold (``team``, a recipients listing's ``delivery``) are ignored. A contact object is the
+whole contact: a field it leaves out is stored as null.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+
+from storage import timefmt
+from storage.coerce import scalar_text
+from storage.errors import ValidationFailed
+from storage.fields import BY_NAME, CONSENT_CHANNELS, FIXED_FIELDS
+from storage.models import Contact, Team, User
+from storage.serialize import user_to_seed
+
+INT_MAX = 2**31 - 1  # the Integer columns are 32-bit on PostgreSQL
+USER_TEXT = ("first_name", "last_name", "phone_number", "job_title", "email", "profile_picture")
+USER_BOOL = ("email_notifications", "system_user")
+USER_TIME = ("created_at", "updated_at")
+
+
+class Reader:
+    """Reads one loaded object's values into column values, collecting errors by dotted field.
+
+    Every read returns None when the key is missing or null (or when the value is wrong, in
+    which case ``errors`` gains ``<where>.<key>``), so a caller reads all fields, then checks
+    ``errors`` once and reports every problem of the object together.
+    """
+
+    def __init__(self, obj: dict, where: str, errors: dict[str, list[str]], table: Table | None = None) -> None:
+        self.obj = obj
+        self.where = where
+        self.errors = errors
+        self.table = table
+
+    def fail(self, key: str, reason: str) -> None:
+        """Record ``reason`` for the field ``key`` of this object."""
+        self.errors.setdefault(f"{self.where}.{key}" if key else self.where, []).append(reason)
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.obj.get(key)
+        if value is None and required:
+            self.fail(key, "is required")
+        return value
+
+    def text(self, key: str, required: bool = False, column: str | None = None) -> str | None:
+        """A string, no longer than its column allows."""
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.fail(key, "must be a string")
+            return None
+        limit = getattr(self.table.c[column or key].type, "length", None) if self.table is not None else None
+        if limit and len(value) > limit:
+            self.fail(key, f"must be at most {limit} characters")
+            return None
+        return value
+
+    def integer(self, key: str, required: bool = False) -> int | None:
+        """A whole number that fits the 32-bit id columns (1 .. 2147483647)."""
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT_MAX:
+            self.fail(key, f"must be an integer from 1 to {INT_MAX}")
+            return None
+        return value
+
+    def boolean(self, key: str) -> bool | None:
+        """true, false or null."""
+        value = self.obj.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.fail(key, "must be true, false or null")
+        return None
+
+    def time(self, key: str) -> datetime | None:
+        """A ``Y-m-d H:i:s`` UTC time."""
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        try:
+            return timefmt.parse(value)
+        except ValueError as exc:
+            self.fail(key, str(exc))
+            return None
+
+    def uuid(self, key: str, required: bool = False) -> str | None:
+        """A UUID string, stored in its canonical lower-case form."""
+        value = self._get(key, required)
+        if value is None:
+            return None
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            return str(uuid.UUID(value))
+        except ValueError:
+            self.fail(key, "must be a UUID string")
+            return None
+
+    def mapping(self, key: str) -> dict | None:
+        """A JSON object."""
+        value = self.obj.get(key)
+        if value is None or isinstance(value, dict):
+            return value
+        self.fail(key, "must be an object or null")
+        return None
+
+    def choice(self, key: str, choices: tuple[str, ...], required: bool = False) -> str | None:
+        """One of ``choices``."""
+        value = self._get(key, required)
+        if value is None or value in choices:
+            return value
+        self.fail(key, f"must be one of: {', '.join(choices)}")
+        return None
+
+
+def user_row(obj: Any, where: str, errors: dict[str, list[str]], with_team: bool = True) -> dict | None:
+    """Column values of ``users`` from a seed user object (plus ``team_id`` when ``with_team``).
+
+    Only the keys the object carries are returned, so an upsert leaves the other columns as they
+    are: a contact's embedded user (which has no ``team_id``) does not erase the user's team.
+    """
+    if not isinstance(obj, dict):
+        errors.setdefault(where, []).append("must be an object")
+        return None
+    read = Reader(obj, where, errors, User.__table__)
+    row: dict[str, Any] = {"id": read.integer("id", required=True)}
+    for key in USER_TEXT:
+        if key in obj:
+            row[key] = read.text(key)
+    for key in USER_BOOL:
+        if key in obj:
+            row[key] = read.boolean(key)
+    for key in USER_TIME:
+        if key in obj:
+            row[key] = read.time(key)
+    if with_team and "team_id" in obj:
+        row["team_id"] = read.integer("team_id")
+    return row
+
+
+def contact_row(obj: dict, where: str) -> dict:
+    """Column values of ``contacts`` from one seed recipient object; raise ValidationFailed.
+
+    Error keys are put under ``where`` (``contacts.3.fixed_fields.email``, ``line.17.id``).
+    """
+    return read_contact(obj, where)[0]
+
+
+def read_contact(obj: dict, where: str) -> tuple[dict, dict | None]:
+    """The ``contacts`` row of a seed recipient object and the ``users`` row of its embedded
+    ``user`` (None without one); raise ValidationFailed naming every bad field under ``where``."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(obj, dict):
+        raise ValidationFailed({where: ["must be an object"]})
+    read = Reader(obj, where, errors, Contact.__table__)
+    row: dict[str, Any] = {
+        "id": read.uuid("id", required=True),
+        "b2c": read.boolean("b2c"),
+        "team_id": read.integer("team_id"),
+        "status": read.text("status"),
+        "created_at": read.time("created_at"),
+        "updated_at": read.time("updated_at"),
+        "latest_activity_at": read.time("latest_activity_at"),
+        "social_profile": read.mapping("social_profile"),
+    }
+    account = read.mapping("account") or {}
+    account_read = Reader(account, f"{where}.account", errors, Contact.__table__)
+    row["account_id"] = account_read.uuid("id")
+    row["account_name"] = account_read.text("name", column="account_name")
+    user = None
+    if read.mapping("user") is not None:
+        user = user_row(obj["user"], f"{where}.user", errors, with_team=False)
+    row["user_id"] = user["id"] if user else None
+    row.update(_fixed_fields(obj.get("fixed_fields"), f"{where}.fixed_fields", errors))
+    row["custom_fields"] = _custom_fields(obj.get("custom_fields"), f"{where}.custom_fields", errors)
+    row.update(_consent(obj.get("consent"), f"{where}.consent", errors))
+    if errors:
+        raise ValidationFailed(errors)
+    return row, user
+
+
+def _fixed_fields(items: Any, where: str, errors: dict[str, list[str]]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {field.name: None for field in FIXED_FIELDS}
+    if items is None:
+        return values
+    if not isinstance(items, list):
+        errors.setdefault(where, []).append("must be a list of {name, value} objects")
+        return values
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            errors.setdefault(f"{where}.{index}.name", []).append("must be a fixed field name")
+            continue
+        key = f"{where}.{name}"
+        if name not in BY_NAME:
+            errors.setdefault(key, []).append(
+                f"unknown fixed field; known: {', '.join(f.name for f in FIXED_FIELDS)}")
+            continue
+        if name in seen:
+            errors.setdefault(key, []).append("is given more than once")
+            continue
+        seen.add(name)
+        try:
+            values[name] = scalar_text(item.get("value"))
+        except TypeError as exc:
+            errors.setdefault(key, []).append(str(exc))
+    return values
+
+
+def _custom_fields(obj: Any, where: str, errors: dict[str, list[str]]) -> dict[str, str | None] | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        errors.setdefault(where, []).append("must be an object of scalar values or null")
+        return None
+    values: dict[str, str | None] = {}
+    for name, value in obj.items():
+        try:
+            values[name] = scalar_text(value)
+        except TypeError as exc:
+            errors.setdefault(f"{where}.{name}", []).append(str(exc))
+    return values
+
+
+def _consent(obj: Any, where: str, errors: dict[str, list[str]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"consent": None, **{f"consent_{ch}": None for ch in ("email", "letter", "call")}}
+    if obj is None:
+        return row
+    if not isinstance(obj, dict):
+        errors.setdefault(where, []).append("must be an object or null")
+        return row
+    row["consent"] = obj
+    for channel in CONSENT_CHANNELS:
+        entry = obj.get(channel)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            errors.setdefault(f"{where}.{channel}", []).append("must be an object with consent_given")
+            continue
+        given = Reader(entry, f"{where}.{channel}", errors).boolean("consent_given")
+        if channel != "sms":
+            row[f"consent_{channel}"] = given
+    return row
+
+
+def contact_to_seed(contact: Contact, user: User | None, team: Team | None = None) -> dict[str, Any]:
+    """The seed's recipient shape of a stored contact (without a recipients listing's ``delivery``)."""
+    account = None
+    if contact.account_id is not None or contact.account_name is not None:
+        account = {"id": contact.account_id, "name": contact.account_name}
+    stored_consent = contact.consent or {}
+    consent = {ch: stored_consent.get(ch) or {"consent_given": None, "updated_at": ""} for ch in CONSENT_CHANNELS}
+    consent.update({k: v for k, v in stored_consent.items() if k not in consent})
+    return {
+        "id": contact.id,
+        "b2c": contact.b2c,
+        "account": account,
+        "user": user_to_seed(user),
+        "team_id": contact.team_id,
+        "team": {"id": team.id, "name": team.name} if team is not None else None,
+        "status": contact.status,
+        "fixed_fields": [
+            {
+                "id": field.id,
+                "type": field.type,
+                "name": field.name,
+                "label": field.label,
+                "value": getattr(contact, field.name),
+                "validation": field.validation,
+                "required": field.required,
+                "hidden": field.hidden,
+                "read_only": field.read_only,
+                "sort_order": field.sort_order,
+            }
+            for field in FIXED_FIELDS
+        ],
+        "custom_fields": contact.custom_fields,
+        "created_at": timefmt.fmt(contact.created_at),
+        "updated_at": timefmt.fmt(contact.updated_at),
+        "latest_activity_at": timefmt.fmt(contact.latest_activity_at),
+        "social_profile": contact.social_profile,
+        "consent": consent,
+    }

@@ -1,0 +1,62 @@
+"""Campaign use cases: the seed's rules (storage) plus template compilation (renderers), in one place."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from renderers.context import check_template
+from storage import campaigns as repo
+from storage.errors import ValidationFailed
+from storage.fields import FIXED_FIELD_NAMES
+from storage.models import Campaign, User
+from storage.timefmt import now as utcnow
+from storage.validation import CampaignInput, check_campaign
+
+
+def template_errors(data: CampaignInput) -> dict[str, list[str]]:
+    """Problems in the message content, subject and wrapper template (compile + known variables)."""
+    errors: dict[str, list[str]] = {}
+    sources = []
+    if data.message:
+        sources += [("message.content", data.message.get("content"), False),
+                    ("message.subject", data.message.get("subject"), False)]
+    if data.template is not None:
+        sources.append(("template_id", data.template.content or "", True))
+    for field, source, is_wrapper in sources:
+        if source:
+            problems = check_template(source, fixed_fields=FIXED_FIELD_NAMES, is_wrapper=is_wrapper)
+            if problems:
+                errors[field] = [f"The template does not compile or uses an unknown variable: {p}" for p in problems]
+    return errors
+
+
+def validated(session: Session, payload: Any, mode: Literal["create", "update"]) -> CampaignInput:
+    """Validate a payload completely or raise ValidationFailed with every problem found."""
+    data, errors = check_campaign(payload, session, now=utcnow(), mode=mode)
+    if data is not None:
+        errors = template_errors(data)
+    if errors or data is None:
+        raise ValidationFailed(errors)
+    return data
+
+
+def create(session: Session, payload: Any, user_id: int) -> Campaign:
+    """POST /campaigns."""
+    user = session.get(User, user_id)
+    if user is None:
+        # Validate the payload too, so one run reports everything.
+        try:
+            validated(session, payload, "create")
+        except ValidationFailed as exc:
+            raise ValidationFailed({"user": [f"Unknown user {user_id}."], **exc.errors}) from None
+        raise ValidationFailed({"user": [f"Unknown user {user_id}."]})
+    return repo.create_campaign(session, validated(session, payload, "create"), user, utcnow())
+
+
+def update(session: Session, campaign_id: str, payload: Any) -> Campaign:
+    """PUT /campaigns/:id (refused once the campaign is sent)."""
+    campaign = repo.get_campaign(session, campaign_id, for_update=True)
+    repo.ensure_editable(campaign, "updated")
+    return repo.update_campaign(session, campaign, validated(session, payload, "update"), utcnow())
