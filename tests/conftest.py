@@ -14,6 +14,8 @@ from storage.db import make_engine, make_sessionmaker, safe_identifier
 from storage.migrate import upgrade
 from storage.models import Base
 
+pytest_plugins = ["tests.s3server"]
+
 # Where the test PostgreSQL server is; each test session creates (and drops) its own database there.
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
