@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import Conflict, NotFound
@@ -209,3 +209,51 @@ def campaign_update_shape(session: Session, campaign: Campaign) -> dict[str, Any
         "task": _task_seed(session, campaign.task, users_as_objects=False),
         "status": campaign.status,
     }
+
+
+def _transition(session: Session, campaign: Campaign, allowed: tuple[str, ...], target: str, action: str,
+                now: datetime, **values: Any) -> Campaign:
+    """A conditional status change; Conflict when the campaign is not in an ``allowed`` state."""
+    result = session.execute(
+        update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(allowed))
+        .values(status=target, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        session.refresh(campaign)
+        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {action}")
+    session.refresh(campaign)
+    return campaign
+
+
+def send_now(session: Session, campaign: Campaign, now: datetime, *, claim: bool) -> Campaign:
+    """The API's ``execute_now``: due now. With ``claim`` it is also claimed for an immediate dispatch."""
+    if not campaign.approved:
+        raise Conflict(f"campaign {campaign.id} is not approved: approve it before sending")
+    return _transition(session, campaign, ("draft", "pending"), "sending" if claim else "pending", "sent now",
+                       now, send_at=now)
+
+
+def pause(session: Session, campaign: Campaign, now: datetime) -> Campaign:
+    """Stop taking new recipients (rows already being sent finish)."""
+    return _transition(session, campaign, ("pending", "sending"), "paused", "paused", now)
+
+
+def resume(session: Session, campaign: Campaign, now: datetime) -> Campaign:
+    """Go on after a pause; reconcile re-enqueues the open rows on its next pass."""
+    target = "sending" if campaign.dispatched_at is not None else "pending"
+    return _transition(session, campaign, ("paused",), target, "resumed", now,
+                       progress_at=datetime(1970, 1, 1, tzinfo=now.tzinfo))
+
+
+def cancel(session: Session, campaign: Campaign, now: datetime) -> Campaign:
+    """Stop for good: rows not yet taken are skipped with reason ``cancelled``."""
+    _transition(session, campaign, ("draft", "pending", "sending", "paused"), "cancelled", "cancelled", now)
+    skipped = session.execute(
+        update(Recipient).where(Recipient.campaign_id == campaign.id, Recipient.status == "pending")
+        .values(status="skipped", reason="cancelled", updated_at=now).execution_options(synchronize_session=False)
+    ).rowcount
+    if skipped:
+        session.execute(update(Campaign).where(Campaign.id == campaign.id)
+                        .values(skipped=Campaign.skipped + skipped))
+    session.refresh(campaign)
+    return campaign

@@ -171,6 +171,8 @@ class Campaign(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a recipient of the campaign last reached a final state: reconcile re-enqueues a stalled campaign.
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     letters_file_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)

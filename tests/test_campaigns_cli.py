@@ -127,11 +127,11 @@ def _set(payload: dict, dotted: str, value) -> dict:
     node = payload
     *parents, last = dotted.split(".")
     for key in parents:
-        node = node[key]
+        node = node[int(key) if isinstance(node, list) else key]
     if value is _DELETE:
         del node[last]
     else:
-        node[last] = value
+        node[int(last) if isinstance(node, list) else last] = value
     return payload
 
 

@@ -10,20 +10,21 @@ from renderers.context import check_template
 from storage import campaigns as repo
 from storage.errors import ValidationFailed
 from storage.fields import FIXED_FIELD_NAMES
-from storage.models import Campaign, User
+from storage.filters import parse_filters
+from storage.models import Campaign, CampaignSettings, Template, User
 from storage.timefmt import now as utcnow
 from storage.validation import CampaignInput, check_campaign
 
 
-def template_errors(data: CampaignInput) -> dict[str, list[str]]:
+def template_errors(message: dict | None, template: Template | None) -> dict[str, list[str]]:
     """Problems in the message content, subject and wrapper template (compile + known variables)."""
     errors: dict[str, list[str]] = {}
     sources = []
-    if data.message:
-        sources += [("message.content", data.message.get("content"), False),
-                    ("message.subject", data.message.get("subject"), False)]
-    if data.template is not None:
-        sources.append(("template_id", data.template.content or "", True))
+    if message:
+        sources += [("message.content", message.get("content"), False),
+                    ("message.subject", message.get("subject"), False)]
+    if template is not None:
+        sources.append(("template_id", template.content or "", True))
     for field, source, is_wrapper in sources:
         if source:
             problems = check_template(source, fixed_fields=FIXED_FIELD_NAMES, is_wrapper=is_wrapper)
@@ -32,11 +33,31 @@ def template_errors(data: CampaignInput) -> dict[str, list[str]]:
     return errors
 
 
+def campaign_problems(session: Session, campaign: Campaign) -> list[str]:
+    """Why a stored campaign cannot be sent now (checked again at dispatch), as sentences."""
+    problems: list[str] = []
+    settings = session.get(CampaignSettings, 1)
+    if campaign.type == "email" and (settings is None or not (settings.domain or settings.domain_slug)):
+        problems.append("no sending domain is set: set domain or domain_slug in the campaign settings")
+    try:
+        parse_filters(campaign.filter or [])
+    except ValidationFailed as exc:
+        problems += [f"{field}: {'; '.join(reasons)}" for field, reasons in exc.errors.items()]
+    template = session.get(Template, campaign.template_id) if campaign.template_id else None
+    if campaign.template_id and template is None:
+        problems.append(f"template {campaign.template_id} no longer exists")
+    if campaign.type in ("email", "letter") and not (campaign.message or {}).get("content"):
+        problems.append("message.content is empty")
+    for field, reasons in template_errors(campaign.message, template).items():
+        problems += [f"{field}: {r}" for r in reasons]
+    return problems
+
+
 def validated(session: Session, payload: Any, mode: Literal["create", "update"]) -> CampaignInput:
     """Validate a payload completely or raise ValidationFailed with every problem found."""
     data, errors = check_campaign(payload, session, now=utcnow(), mode=mode)
     if data is not None:
-        errors = template_errors(data)
+        errors = template_errors(data.message, data.template)
     if errors or data is None:
         raise ValidationFailed(errors)
     return data

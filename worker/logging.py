@@ -26,11 +26,11 @@ def configure_logging(log_format: str, level: str) -> None:
         if log_format == "json"
         else [*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries (dramatiq, apscheduler, alembic) log through stdlib: send them to stderr too.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -40,3 +40,20 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+
+
+def _stderr_logger(*_args) -> structlog.PrintLogger:
+    # Looked up on each use, so a replaced sys.stderr (tests, daemons) is honoured.
+    return structlog.PrintLogger(sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler that always writes to the current ``sys.stderr``."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass

@@ -131,6 +131,7 @@ def upgrade() -> None:
     sa.Column('failed', sa.Integer(), nullable=False),
     sa.Column('skipped', sa.Integer(), nullable=False),
     sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('progress_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('letters_file_id', sa.String(length=36), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),

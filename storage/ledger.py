@@ -1,0 +1,219 @@
+"""The per-recipient ledger: set-based fan-out, conditional claims and transitions, reconcile queries.
+
+Every state change is a conditional UPDATE (``... WHERE status = <expected>``), so a message that
+arrives twice, or two workers racing on the same rows, change each row at most once. The campaign's
+counters move in the same transaction as the rows they count.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Boolean
+
+from storage.addresses import EMAIL_PG, is_email
+from storage.filter_sql import compile_filters
+from storage.filters import FilterTree
+from storage.models import Campaign, Contact, Recipient, UTCDateTime
+
+OPEN = ("pending", "sending")
+
+
+class valid_email(FunctionElement):  # noqa: N801 - SQL function style
+    """``TRUE`` when the column holds a usable address (storage.addresses.is_email, in SQL)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(valid_email, "postgresql")
+def _valid_email_pg(element, compiler, **kw):
+    (arg,) = list(element.clauses)
+    return f"({compiler.process(arg, **kw)} ~ {compiler.process(literal(EMAIL_PG), **kw)})"
+
+
+@compiles(valid_email, "sqlite")
+def _valid_email_sqlite(element, compiler, **kw):
+    (arg,) = list(element.clauses)
+    return f"cd_is_email({compiler.process(arg, **kw)})"
+
+
+def _blank(column) -> ColumnElement[bool]:
+    return or_(column.is_(None), column == "")
+
+
+def skip_reason(campaign_type: str) -> ColumnElement:
+    """SQL for why a selected contact is skipped on this channel, NULL when it can be delivered."""
+    if campaign_type == "email":
+        whens = [(Contact.consent_email.is_(False), "no_consent"), (_blank(Contact.email), "no_email"),
+                 (~valid_email(Contact.email), "invalid_email")]
+    elif campaign_type == "letter":
+        whens = [(Contact.consent_letter.is_(False), "no_consent"), (_blank(Contact.address), "no_address")]
+    else:
+        whens = [(Contact.consent_call.is_(False), "no_consent"),
+                 (and_(_blank(Contact.mobile_phone_number), _blank(Contact.landline_phone_number)), "no_phone")]
+    return case(*whens, else_=None)
+
+
+def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, now: datetime) -> tuple[int, int]:
+    """Insert one ledger row per selected contact in one statement; return (total, skipped)."""
+    dialect = session.get_bind().dialect.name
+    reason = skip_reason(campaign.type)
+    source = (
+        select(
+            literal(campaign.id), Contact.id,
+            case((reason.is_(None), literal("pending")), else_=literal("skipped")),
+            reason, literal(0), literal(now, UTCDateTime), literal(now, UTCDateTime),
+        )
+        .where(compile_filters(tree, dialect))
+        .order_by(Contact.id)
+    )
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Recipient)
+    columns = ["campaign_id", "contact_id", "status", "reason", "attempts", "created_at", "updated_at"]
+    session.execute(insert.from_select(columns, source).on_conflict_do_nothing(
+        index_elements=["campaign_id", "contact_id"]))
+    counts = dict(session.execute(
+        select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
+    ).all())
+    return sum(counts.values()), counts.get("skipped", 0)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A contiguous range of ledger ids of one campaign: what a delivery message carries."""
+
+    campaign_id: str
+    first_id: int
+    last_id: int
+
+
+def open_batches(session: Session, campaign_id: str, size: int, status: str = "pending") -> list[Batch]:
+    """Split the campaign's rows in ``status`` into id ranges of at most ``size`` rows (in SQL)."""
+    numbered = (
+        select(Recipient.id, ((func.row_number().over(order_by=Recipient.id) - 1) / size).label("grp"))
+        .where(Recipient.campaign_id == campaign_id, Recipient.status == status)
+        .subquery()
+    )
+    rows = session.execute(
+        select(func.min(numbered.c.id), func.max(numbered.c.id)).group_by(numbered.c.grp).order_by(func.min(numbered.c.id))
+    ).all()
+    return [Batch(campaign_id, int(lo), int(hi)) for lo, hi in rows]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    contact_id: str
+    attempts: int
+
+
+def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
+    """Move the batch's pending rows to ``sending`` and return them; rows others hold are not returned."""
+    result = session.execute(
+        update(Recipient)
+        .where(Recipient.campaign_id == batch.campaign_id, Recipient.id.between(batch.first_id, batch.last_id),
+               Recipient.status == "pending")
+        .values(status="sending", attempts=Recipient.attempts + 1, updated_at=now)
+        .returning(Recipient.id, Recipient.contact_id, Recipient.attempts)
+    )
+    return sorted((Claimed(*row) for row in result.all()), key=lambda c: c.id)
+
+
+def _counter(status: str):
+    return {"sent": Campaign.sent, "failed": Campaign.failed, "skipped": Campaign.skipped}[status]
+
+
+def finish(session: Session, campaign_id: str, status: str, outcomes: Iterable[tuple[int, str | None]],
+           now: datetime) -> int:
+    """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons.
+
+    One UPDATE per distinct reason; counters move by exactly the rows that changed.
+    """
+    by_reason: dict[str | None, list[int]] = defaultdict(list)
+    for row_id, reason in outcomes:
+        by_reason[reason].append(row_id)
+    changed = 0
+    for reason, ids in by_reason.items():
+        result = session.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(ids), Recipient.status == "sending")
+            .values(status=status, reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        changed += result.rowcount
+    if changed:
+        column = _counter(status)
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values({column: column + changed, Campaign.progress_at: now}))
+    return changed
+
+
+def release(session: Session, ids: list[int], now: datetime, reason: str | None = None) -> int:
+    """Return ``sending`` rows to ``pending`` (a transient failure: they will be tried again)."""
+    if not ids:
+        return 0
+    return session.execute(
+        update(Recipient).where(Recipient.id.in_(ids), Recipient.status == "sending")
+        .values(status="pending", reason=reason, updated_at=now).execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str]:
+    """Rows left ``sending`` longer than ``lease`` (their worker died) go back to ``pending``.
+
+    Returns the campaign ids that had such rows.
+    """
+    stale = and_(Recipient.status == "sending", Recipient.updated_at < now - lease)
+    campaigns = list(session.scalars(select(Recipient.campaign_id).where(stale).distinct()))
+    if campaigns:
+        session.execute(update(Recipient).where(stale).values(status="pending", updated_at=now)
+                        .execution_options(synchronize_session=False))
+    return campaigns
+
+
+def has_open_rows(session: Session, campaign_id: str) -> bool:
+    """True while any row of the campaign is pending or sending."""
+    return session.scalar(
+        select(Recipient.id).where(Recipient.campaign_id == campaign_id, Recipient.status.in_(OPEN)).limit(1)
+    ) is not None
+
+
+def open_rows(session: Session, campaign_id: str) -> int:
+    """How many rows of the campaign are pending or sending."""
+    return session.scalar(
+        select(func.count()).where(Recipient.campaign_id == campaign_id, Recipient.status.in_(OPEN))
+    ) or 0
+
+
+__all__ = [
+    "Batch", "Claimed", "claim", "finish", "has_open_rows", "insert_recipients", "open_batches", "open_rows",
+    "release", "release_stale", "skip_reason", "skip_reason_of", "valid_email",
+]
+
+
+def skip_reason_of(campaign_type: str, contact: Contact) -> str | None:
+    """The Python twin of ``skip_reason``: re-checked on the current contact right before delivery."""
+    def blank(value: str | None) -> bool:
+        return value is None or value == ""
+
+    if campaign_type == "email":
+        if contact.consent_email is False:
+            return "no_consent"
+        if blank(contact.email):
+            return "no_email"
+        return None if is_email(contact.email) else "invalid_email"
+    if campaign_type == "letter":
+        if contact.consent_letter is False:
+            return "no_consent"
+        return "no_address" if blank(contact.address) else None
+    if contact.consent_call is False:
+        return "no_consent"
+    return "no_phone" if blank(contact.mobile_phone_number) and blank(contact.landline_phone_number) else None

@@ -1,0 +1,72 @@
+"""The Dramatiq actors: queues, names and arguments are part of the API (see the README).
+
+Messages carry ids only. Every actor is safe to run twice: the ledger decides what still needs doing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+import structlog
+
+from storage.ledger import Batch
+from worker import delivery, fanout, side_jobs
+from worker.app import App
+
+log = structlog.get_logger()
+
+CAMPAIGNS_QUEUE = "campaigns"
+DELIVERY_QUEUE = "delivery"
+DEFAULT_QUEUE = "default"
+
+
+@dataclass
+class Actors:
+    """The declared actors of one broker, and the enqueue helpers the scheduler is handed."""
+
+    broker: dramatiq.Broker
+    dispatch_campaign: dramatiq.Actor
+    deliver_batch: dramatiq.Actor
+    send_test_email: dramatiq.Actor
+    build_preview: dramatiq.Actor
+
+    def enqueue_dispatch(self, campaign_id: str) -> None:
+        self.dispatch_campaign.send(campaign_id)
+
+    def enqueue_batches(self, batches: list[Batch], delay_ms: int | None = None) -> None:
+        for batch in batches:
+            self.deliver_batch.send_with_options(args=(batch.campaign_id, batch.first_id, batch.last_id),
+                                                 delay=delay_ms)
+
+
+def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
+    """Declare every actor on ``broker``, bound to ``app``'s database, SMTP pool and object store."""
+
+    def dispatch_campaign(campaign_id: str) -> None:
+        fanout.dispatch(app, campaign_id, actors.enqueue_batches)
+
+    def deliver_batch(campaign_id: str, first_id: int, last_id: int) -> None:
+        delivery.deliver_batch(app, Batch(campaign_id, int(first_id), int(last_id)),
+                               lambda batch, delay: actors.enqueue_batches([batch], delay))
+
+    def send_test_email(email: str, campaign_id: str | None = None, payload: dict | None = None) -> None:
+        side_jobs.send_test_email(app, email, campaign_id=campaign_id, payload=payload)
+
+    def build_preview(campaign_id: str) -> dict:
+        return side_jobs.build_preview(app, campaign_id)
+
+    # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe.
+    options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000}
+    actors = Actors(
+        broker=broker,
+        dispatch_campaign=dramatiq.actor(dispatch_campaign, broker=broker, queue_name=CAMPAIGNS_QUEUE,
+                                         actor_name="dispatch_campaign", **options),
+        deliver_batch=dramatiq.actor(deliver_batch, broker=broker, queue_name=DELIVERY_QUEUE,
+                                     actor_name="deliver_batch", time_limit=30 * 60 * 1000, **options),
+        send_test_email=dramatiq.actor(send_test_email, broker=broker, queue_name=DEFAULT_QUEUE,
+                                       actor_name="send_test_email", **options),
+        build_preview=dramatiq.actor(build_preview, broker=broker, queue_name=DEFAULT_QUEUE,
+                                     actor_name="build_preview", **options),
+    )
+    return actors

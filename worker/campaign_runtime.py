@@ -1,0 +1,128 @@
+"""A campaign compiled once per process: filter, templates and sender, ready to render per recipient."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy.orm import Session
+
+from renderers.context import build_context
+from renderers.mime import build_email, stable_message_id
+from renderers.templating import CompiledCampaign, Rendered, compile_campaign
+from storage.contacts import contact_to_seed
+from storage.fields import FIXED_FIELD_NAMES
+from storage.filter_eval import matches
+from storage.filters import FilterTree, parse_filters
+from storage.ledger import skip_reason_of
+from storage.models import Campaign, CampaignSettings, Contact, Template, User
+from storage.serialize import user_to_seed
+from worker.addressing import Sender, sender_for
+
+
+@dataclass(frozen=True)
+class Email:
+    """One recipient's email, ready for SMTP."""
+
+    rcpt: str
+    envelope_from: str
+    data: bytes
+    html: str
+
+
+@dataclass(frozen=True)
+class CampaignRuntime:
+    """What every delivery of one campaign shares; built from the database once per process."""
+
+    campaign_id: str
+    campaign_type: str
+    campaign_name: str
+    tree: FilterTree
+    compiled: CompiledCampaign | None
+    sender: Sender | None
+    owner: dict[str, Any] | None
+    unsubscribe_url: str | None
+
+    def recheck(self, contact: Contact | None) -> str | None:
+        """Why this contact must be skipped now (it changed since fan-out), or None."""
+        if contact is None:
+            return "contact_deleted"
+        if not matches(self.tree, contact):
+            return "no_longer_matches"
+        return skip_reason_of(self.campaign_type, contact)
+
+    def unsubscribe_for(self, contact_id: str) -> str | None:
+        """The settings' unsubscribe URL, naming the contact and campaign so one click is enough."""
+        if not self.unsubscribe_url:
+            return None
+        joiner = "&" if "?" in self.unsubscribe_url else "?"
+        return f"{self.unsubscribe_url}{joiner}{urlencode({'contact': contact_id, 'campaign': self.campaign_id})}"
+
+    def context(self, contact: Contact, user: User | None) -> dict[str, Any]:
+        """The template context for one contact (CONTRACT section 4)."""
+        return build_context(
+            contact_to_seed(contact, user), {"id": self.campaign_id, "name": self.campaign_name}, self.owner,
+            self.unsubscribe_for(contact.id), fixed_field_names=FIXED_FIELD_NAMES)
+
+    def render(self, contact: Contact, user: User | None) -> Rendered:
+        """Subject, HTML and text for one contact; raises RenderError."""
+        assert self.compiled is not None
+        return self.compiled.render(self.context(contact, user))
+
+    def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
+        """The MIME message for one contact; raises RenderError (including header injection)."""
+        assert self.sender is not None
+        rendered = self.render(contact, user)
+        rcpt = to or contact.email
+        data = build_email(
+            from_addr=self.sender.from_addr, to_addr=rcpt, subject=subject_prefix + rendered.subject,
+            html=rendered.html, text=rendered.text, reply_to=self.sender.reply_to,
+            message_id=stable_message_id(self.campaign_id, contact.id if to is None else f"test:{rcpt}",
+                                         self.sender.domain),
+            list_unsubscribe=self.unsubscribe_for(contact.id),
+        )
+        return Email(rcpt=rcpt, envelope_from=self.sender.from_addr, data=data, html=rendered.html)
+
+
+def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> CampaignRuntime:
+    """Compile a campaign's filter and templates; raises RenderError / ValidationFailed / NoSendingDomain."""
+    message = campaign.message or {}
+    template = session.get(Template, campaign.template_id) if campaign.template_id else None
+    compiled = None
+    if campaign.type in ("email", "letter"):
+        compiled = compile_campaign(message.get("subject") if campaign.type == "email" else None,
+                                    message.get("content") or "", template.content if template else None)
+    settings = session.get(CampaignSettings, 1)
+    sender = sender_for(settings, message.get("sender"), domain_suffix) if campaign.type == "email" else None
+    unsubscribe = settings.unsubscribe_url if settings is not None else None
+    return CampaignRuntime(
+        campaign_id=campaign.id, campaign_type=campaign.type, campaign_name=campaign.name,
+        tree=parse_filters(campaign.filter or []), compiled=compiled, sender=sender,
+        owner=user_to_seed(session.get(User, campaign.user_id)), unsubscribe_url=unsubscribe,
+    )
+
+
+class RuntimeCache:
+    """Runtimes by (campaign id, last update), so each process compiles a campaign once."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._items: OrderedDict[tuple[str, datetime | None], CampaignRuntime] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, session: Session, campaign: Campaign, domain_suffix: str) -> CampaignRuntime:
+        key = (campaign.id, campaign.updated_at)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        runtime = build_runtime(session, campaign, domain_suffix)
+        with self._lock:
+            self._items[key] = runtime
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return runtime

@@ -1,0 +1,108 @@
+"""``worker``, ``scheduler``, ``run`` and ``status``: the long-running roles and a look at them."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from storage.errors import ValidationFailed
+from worker.app import App
+from worker.broker import is_memory, make_broker
+from worker.services import running_worker, scheduler_for, supervise, wait_for_signal
+from worker.status import status_report
+
+
+def _needs_real_broker(app: App, command: str) -> None:
+    if is_memory(app.settings.broker_url):
+        raise ValidationFailed({"BROKER_URL": [f"memory:// works only within one process (run, demo); "
+                                              f"`{command}` needs redis://host:port/db"]})
+
+
+@click.command("worker")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.pass_obj
+def worker_cmd(app: App, processes: int, threads: int) -> None:
+    """Consume the queues (Dramatiq) until SIGTERM."""
+    _needs_real_broker(app, "worker")
+    if processes > 1:
+        supervise(processes, threads)  # each child is an entry point: it reads its own settings
+        return
+    broker = make_broker(app.settings.broker_url)
+    try:
+        with running_worker(app, broker, threads):
+            wait_for_signal()
+    finally:
+        broker.close()
+
+
+@click.command("scheduler")
+@click.pass_obj
+def scheduler_cmd(app: App) -> None:
+    """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
+    _needs_real_broker(app, "scheduler")
+    from worker.actors import declare_actors
+
+    broker = make_broker(app.settings.broker_url)
+    scheduler = scheduler_for(app, declare_actors(broker, app), blocking=True)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+@click.command("run")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.pass_obj
+def run_cmd(app: App, threads: int) -> None:
+    """Scheduler and worker in one process, for one machine (the in-process broker works here)."""
+    from worker.mailcatcher import MailCatcher
+
+    with ExitStack() as stack:
+        if not app.settings.smtp_url:
+            catcher = MailCatcher(Path("var/mail").resolve())
+            app.smtp_url = catcher.start()
+            stack.callback(catcher.stop)
+            click.echo(f"no SMTP_URL: capturing mail in {catcher.maildir}", err=True)
+        broker = make_broker(app.settings.broker_url)
+        stack.callback(broker.close)
+        actors = stack.enter_context(running_worker(app, broker, threads))
+        scheduler = scheduler_for(app, actors, blocking=False)
+        scheduler.start()
+        stack.callback(scheduler.shutdown)
+        wait_for_signal()
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_obj
+def status_cmd(app: App, as_json: bool) -> None:
+    """Queue depths (ready, delayed, dead) and campaigns in flight with progress."""
+    report = status_report(app)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    queues = Table(title="queues")
+    for column in ("queue", "ready", "delayed", "dead"):
+        queues.add_column(column)
+    for q in report["queues"]:
+        queues.add_row(q["queue"], *(str(q[k]) for k in ("ready", "delayed", "dead")))
+    console.print(queues)
+    campaigns = Table(title="campaigns in flight")
+    for column in ("id", "name", "type", "status", "total", "sent", "failed", "skipped", "pending"):
+        campaigns.add_column(column)
+    for c in report["campaigns"]:
+        p = c["progress"]
+        campaigns.add_row(c["id"], c["name"], c["type"], c["status"],
+                          *(str(p[k]) for k in ("total", "sent", "failed", "skipped", "pending")))
+    console.print(campaigns)
+
+
+COMMANDS = [worker_cmd, scheduler_cmd, run_cmd, status_cmd]

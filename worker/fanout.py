@@ -1,0 +1,55 @@
+"""Fan-out: one campaign becomes ledger rows (one set-based INSERT) and id-range delivery messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from storage.filters import parse_filters
+from storage.ledger import Batch, insert_recipients, open_batches
+from storage.models import Campaign
+from storage.timefmt import now as utcnow
+from worker.app import App
+from worker.campaign_service import campaign_problems
+
+log = structlog.get_logger()
+
+
+def fail_campaign(campaign: Campaign, problems: list[str]) -> None:
+    """Mark a campaign failed, before anything is sent, with a sentence a person can act on."""
+    campaign.status = "failed"
+    campaign.error = ("The campaign was not sent: " + "; ".join(problems)
+                      + ". Copy the campaign, fix this and schedule the copy.")
+
+
+def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None]) -> None:
+    """Validate the campaign again, insert its ledger rows and enqueue their delivery.
+
+    Safe to run twice: a campaign that was already fanned out is left to reconcile, which
+    re-enqueues whatever work was lost.
+    """
+    structlog.contextvars.bind_contextvars(campaign_id=campaign_id)
+    now = utcnow()
+    with app.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True)
+        if campaign is None:
+            log.warning("dispatch.unknown_campaign")
+            return
+        if campaign.status != "sending" or campaign.dispatched_at is not None:
+            log.info("dispatch.skipped", status=campaign.status, dispatched=campaign.dispatched_at is not None)
+            return
+        problems = campaign_problems(session, campaign)
+        if campaign.type == "email" and not app.smtp_configured:
+            problems.append("no SMTP server is configured for the workers: set SMTP_URL")
+        if problems:
+            fail_campaign(campaign, problems)
+            log.error("dispatch.failed", error=campaign.error)
+            return
+        total, skipped = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
+        campaign.total, campaign.skipped = total, skipped
+        campaign.dispatched_at = campaign.progress_at = now
+    with app.sessions() as session:
+        batches = open_batches(session, campaign_id, app.settings.delivery_batch_size)
+    enqueue(batches)
+    log.info("dispatch.done", recipients=total, skipped=skipped, batches=len(batches))

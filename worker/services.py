@@ -1,0 +1,102 @@
+"""Long-running roles: worker processes, the scheduler, and both in one process (``run``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import dramatiq
+import structlog
+
+from scheduler.jobs import Enqueue
+from scheduler.service import build_scheduler
+from worker.actors import Actors, declare_actors
+from worker.app import App
+from worker.broker import make_broker
+from worker.logging import configure_logging
+from worker.settings import Settings
+
+log = structlog.get_logger()
+
+
+def enqueue_for(actors: Actors) -> Enqueue:
+    """The scheduler's view of the actors."""
+    return Enqueue(dispatch=actors.enqueue_dispatch, batches=actors.enqueue_batches)
+
+
+def scheduler_for(app: App, actors: Actors, *, blocking: bool, interval: float | None = None):
+    """The APScheduler instance for this app (every job on one interval)."""
+    s = app.settings
+    return build_scheduler(app.sessions, enqueue_for(actors), interval=interval or s.scheduler_interval,
+                           lease=s.lease_seconds, stall=s.stall_seconds, batch_size=s.delivery_batch_size,
+                           blocking=blocking)
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(1.0)
+
+
+@contextmanager
+def running_worker(app: App, broker: dramatiq.Broker, threads: int) -> Iterator[Actors]:
+    """Declare the actors and consume their queues with ``threads`` threads until the block ends."""
+    actors = declare_actors(broker, app)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    log.info("worker.started", threads=threads, queues=sorted(broker.get_declared_queues()))
+    try:
+        yield actors
+    finally:
+        worker.stop()
+        log.info("worker.stopped")
+
+
+def worker_process(threads: int) -> None:
+    """One worker process: its own settings, logging, connections and broker (entry point of a child)."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    app = App(settings)
+    broker = make_broker(settings.broker_url)
+    try:
+        with running_worker(app, broker, threads):
+            wait_for_signal()
+    finally:
+        app.close()
+        broker.close()
+
+
+def supervise(processes: int, threads: int) -> None:
+    """Run ``processes`` worker processes, restart any that dies, stop them all on SIGTERM/SIGINT."""
+    ctx = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def start():
+        proc = ctx.Process(target=worker_process, args=(threads,), daemon=False)
+        proc.start()
+        return proc
+
+    procs = [start() for _ in range(processes)]
+    log.info("worker.supervising", processes=processes, pids=[p.pid for p in procs])
+    while not stop.is_set():
+        for i, proc in enumerate(procs):
+            if not proc.is_alive():
+                log.warning("worker.process_died", pid=proc.pid, exitcode=proc.exitcode)
+                procs[i] = start()
+        stop.wait(1.0)
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + 30
+    for proc in procs:
+        proc.join(max(0.1, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()

@@ -1,0 +1,81 @@
+"""Test emails and previews: render one campaign for a person to look at, outside the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from storage.campaigns import get_campaign
+from storage.errors import ValidationFailed
+from storage.models import Campaign, Contact, StoredFile, User
+from storage.objectstore import make_key
+from storage.recipients import selected_contacts
+from storage.timefmt import now as utcnow
+from storage.validation import check_campaign
+from worker.app import App
+from worker.campaign_runtime import build_runtime
+from worker.campaign_service import template_errors
+
+log = structlog.get_logger()
+
+SAMPLE_CONTACT_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def campaign_from_payload(session: Session, payload: Any, user_id: int | None = None) -> Campaign:
+    """An unsaved campaign from a create payload, validated for rendering (send_at and task are not
+    needed to render, so their errors do not stop a test email)."""
+    data, errors = check_campaign(payload, session, now=utcnow(), mode="create")
+    if data is not None:
+        errors = template_errors(data.message, data.template)
+    errors = {k: v for k, v in errors.items() if not k.startswith(("send_at", "task"))}
+    if errors:
+        raise ValidationFailed(errors)
+    if data is None:  # only send_at/task problems: take the fields as given
+        payload = {**payload, "send_at": None, "task": None, "execute_now": True}
+        data, _ = check_campaign(payload, session, now=utcnow(), mode="create")
+    assert data is not None
+    return Campaign(id=str(uuid.uuid4()), user_id=user_id or 0, name=data.name, type=data.type,
+                    message=data.message, filter=data.filter,
+                    template_id=data.template.id if data.template else None, status="draft")
+
+
+def _sample_contact(email: str | None = None) -> Contact:
+    return Contact(id=SAMPLE_CONTACT_ID, b2c=True, email=email, custom_fields={}, consent={})
+
+
+def send_test_email(app: App, email: str, *, campaign_id: str | None = None, payload: dict | None = None,
+                    user_id: int | None = None) -> None:
+    """Render the campaign for an empty sample contact and send it to ``email``, subject ``[TEST] …``."""
+    with app.sessions() as session:
+        campaign = get_campaign(session, campaign_id) if campaign_id else campaign_from_payload(session, payload, user_id)
+        if campaign.type != "email":
+            raise ValidationFailed({"type": ["A test email needs an email campaign."]})
+        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
+    message = runtime.email(_sample_contact(email), None, to=email, subject_prefix="[TEST] ")
+    app.smtp.send(message.envelope_from, [message.rcpt], message.data)
+    log.info("test_email.sent", campaign_id=campaign.id, to=email)
+
+
+def build_preview(app: App, campaign_id: str) -> dict[str, str]:
+    """Render the campaign for its first recipient (or an empty sample) and store it; return the URL."""
+    with app.sessions.begin() as session:
+        campaign = get_campaign(session, campaign_id)
+        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
+        contact = first_recipient(session, campaign)
+        user = session.get(User, contact.user_id) if contact is not None and contact.user_id else None
+        rendered = runtime.render(contact or _sample_contact(), user)
+        file_id = str(uuid.uuid4())
+        key = make_key("previews", campaign.id, f"{file_id}.html")
+        size = app.store.put_bytes(key, rendered.html.encode("utf-8"), "text/html; charset=utf-8")
+        session.add(StoredFile(id=file_id, key=key, name=f"campaign-{campaign.id}.html",
+                               content_type="text/html", size=size))
+    return {"download_url": app.store.url(key, 300, filename=f"campaign-{campaign.id}.html")}
+
+
+def first_recipient(session: Session, campaign: Campaign) -> Contact | None:
+    """The first contact (by id) the campaign's filter selects."""
+    return session.scalars(selected_contacts(session, campaign).order_by(Contact.id).limit(1)).first()
+
