@@ -12,7 +12,7 @@ EMAIL_PG = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0
 
 def is_email(value: object) -> bool:
     """True for a single plain address like ``jane@example.com`` (max 254 characters)."""
-    return isinstance(value, str) and len(value) <= 254 and EMAIL_RE.match(value) is not None
+    return isinstance(value, str) and len(value) <= 254 and EMAIL_RE.fullmatch(value) is not None
 
 
 def domain_of(address: str) -> str:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
@@ -125,7 +126,7 @@ def _reply(code: int, text: str) -> str:
     return f"{code} {text}".strip()
 
 
-def classify(exc: BaseException) -> SmtpError | None:
+def _classify(exc: BaseException) -> SmtpError | None:
     """Map an aiosmtplib/socket error to a Transient or Permanent SmtpError (None: not SMTP's)."""
     if isinstance(exc, SmtpError):
         return exc
@@ -170,6 +171,7 @@ class SmtpPool:
         self._tls = ssl.create_default_context() if config.use_tls or config.start_tls else None
         self._slots = asyncio.Semaphore(size)
         self._idle: list[_Connection] = []
+        self._quitting: set[asyncio.Task] = set()
         self._closed = False
 
     async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
@@ -189,26 +191,21 @@ class SmtpPool:
                 # A reply error leaves the session usable (aiosmtplib sent RSET); anything else may not.
                 keep = isinstance(exc, (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused))
                 self._checkin(conn, keep=keep and conn.smtp.is_connected)
-                error = classify(exc)
-                if error is None or isinstance(exc, asyncio.CancelledError):
+                error = _classify(exc)
+                if error is None:  # cancellation, or a bug: not an SMTP outcome
                     raise
                 raise error from exc
             conn.sent += 1
             self._checkin(conn, keep=True)
         failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
         accepted = tuple(r for r in recipients if r not in failed)
-        return SendResult(accepted=accepted, reply=reply, refused=failed)
+        return SendResult(accepted=accepted, reply=_reply(250, reply), refused=failed)
 
     async def close(self) -> None:
         """Quit idle connections; connections still sending are closed when they come back."""
         self._closed = True
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(self._quit(c) for c in idle))
-
-    @property
-    def idle_connections(self) -> int:
-        """How many open connections are waiting for a message."""
-        return len(self._idle)
+        await asyncio.gather(*(self._quit(c) for c in idle), *self._quitting)
 
     async def _checkout(self) -> _Connection:
         while self._idle:
@@ -238,8 +235,8 @@ class SmtpPool:
                 await smtp.ehlo()
         except BaseException as exc:
             smtp.close()
-            error = classify(exc)
-            if error is None or isinstance(exc, asyncio.CancelledError):
+            error = _classify(exc)
+            if error is None:  # cancellation, or a bug: not an SMTP outcome
                 raise
             if isinstance(error, PermanentSmtpError):  # a 5xx greeting/EHLO: still not the recipient's fault
                 error = TransientSmtpError(f"cannot connect: {error.reply}", error.code)
@@ -250,8 +247,10 @@ class SmtpPool:
         conn.last_used = time.monotonic()
         if keep and not self._closed and conn.smtp.is_connected and conn.sent < self._max_messages:
             self._idle.append(conn)
-        elif keep and conn.smtp.is_connected:
-            asyncio.ensure_future(self._quit(conn))
+        elif keep and conn.smtp.is_connected:  # retired after max messages: say goodbye politely
+            task = asyncio.ensure_future(self._quit(conn))
+            self._quitting.add(task)
+            task.add_done_callback(self._quitting.discard)
         else:
             conn.smtp.close()
 
@@ -279,7 +278,7 @@ class SmtpSender:
     per process (re-created after a fork), batches sent concurrently, transient errors retried."""
 
     def __init__(self, config: SmtpConfig, *, pool_size: int = 10,
-                 retry_delays: Sequence[float] = (0.5, 1.0, 2.0), **pool_options) -> None:
+                 retry_delays: Sequence[float] = (0.5, 1.0, 2.0), **pool_options: Any) -> None:
         self.config, self.pool_size = config, pool_size
         self.retry_delays = tuple(retry_delays)
         self._pool_options = pool_options
@@ -294,9 +293,8 @@ class SmtpSender:
         if not items:
             return []
         loop, pool = self._started()
-        batch = asyncio.gather(*(self._send_retrying(pool, item) for item in items), return_exceptions=True)
-        future = asyncio.run_coroutine_threadsafe(_awaited(batch), loop)
-        return list(future.result())
+        future = asyncio.run_coroutine_threadsafe(self._send_batch(pool, items), loop)
+        return future.result()
 
     def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
         """Send one message; raises TransientSmtpError (after retries) or PermanentSmtpError."""
@@ -323,6 +321,11 @@ class SmtpSender:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def _send_batch(self, pool: SmtpPool, items: Sequence[OutgoingMail]) -> list[SendResult | Exception]:
+        # The pool's semaphore keeps at most pool_size of these on the wire at once.
+        tasks = (self._send_retrying(pool, item) for item in items)
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
     async def _send_retrying(self, pool: SmtpPool, item: OutgoingMail) -> SendResult:
         for attempt, delay in enumerate((*self.retry_delays, None), start=1):
             try:
@@ -346,7 +349,3 @@ class SmtpSender:
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
                 self._pool = SmtpPool(self.config, self.pool_size, **self._pool_options)
             return self._loop, self._pool
-
-
-async def _awaited(awaitable):
-    return await awaitable

@@ -105,4 +105,16 @@ def status_cmd(app: App, as_json: bool) -> None:
     console.print(campaigns)
 
 
-COMMANDS = [worker_cmd, scheduler_cmd, run_cmd, status_cmd]
+@click.command("demo")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the campaign.")
+@click.pass_obj
+def demo_cmd(app: App, timeout: float) -> None:
+    """Load sample data, run a campaign end to end on the embedded default, print where everything went."""
+    from worker.demo import run_demo
+
+    if not is_memory(app.settings.broker_url):
+        raise ValidationFailed({"BROKER_URL": ["the demo runs on the in-process broker: unset BROKER_URL"]})
+    click.echo(json.dumps(run_demo(app, timeout=timeout), indent=2, ensure_ascii=False))
+
+
+COMMANDS = [worker_cmd, scheduler_cmd, run_cmd, status_cmd, demo_cmd]

@@ -1,0 +1,118 @@
+"""``campaign-dispatch demo``: sample data and campaigns through the real path, on the embedded default."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from storage import campaigns as repo
+from storage.loader import load_bundle
+from storage.migrate import upgrade
+from storage.timefmt import fmt, now
+from worker import campaign_service
+from worker.app import App
+from worker.broker import make_broker
+from worker.mailcatcher import MailCatcher
+from worker.services import enqueue_for, running_worker
+from scheduler.service import run_once
+
+FIRST = ["Anna", "Søren", "Zoë", "José", "Chloé", "Mads", "Noëlle", "Åse", "Björn", "Léa", "Ole", "Renée"]
+LAST = ["Østergaard", "Brontë", "Dvořák", "Hansen", "Müller", "Larsen", "Gaël", "Nielsen", "Sørensen", "Ibáñez"]
+CITIES = ["København", "Aarhus", "Odense", "Malmö", "Zürich"]
+
+
+def _contact(i: int, rnd: random.Random) -> dict[str, Any]:
+    first, last = rnd.choice(FIRST), rnd.choice(LAST)
+    email = f"{first.lower()}.{i}@example.com".encode("ascii", "ignore").decode()
+    if i % 17 == 0:
+        email = None  # skipped: no_email
+    elif i % 23 == 0:
+        email = "not-an-address"  # skipped: invalid_email
+    fields = {"first_name": first, "last_name": last, "email": email,
+              "address": None if i % 11 == 0 else f"Vestergade {i}", "city": rnd.choice(CITIES),
+              "zip_code": f"{1000 + i}", "mobile_phone_number": None if i % 13 == 0 else f"+45{20000000 + i}"}
+    consent = {channel: {"consent_given": not (channel == "email" and i % 19 == 0), "updated_at": ""}
+               for channel in ("email", "letter", "call", "sms")}
+    return {
+        "id": str(uuid.UUID(int=i + 1)), "b2c": True, "account": None, "user": {"id": 1 + i % 3},
+        "team_id": 1, "status": None, "custom_fields": {"segment": rnd.choice(["gold", "silver"])},
+        "fixed_fields": [{"name": k, "value": v} for k, v in fields.items()], "consent": consent,
+        "created_at": "2026-01-01 10:00:00", "updated_at": "2026-01-01 10:00:00",
+    }
+
+
+def demo_bundle(contacts: int = 60) -> dict[str, Any]:
+    """Settings, a team, three users, an email template and ``contacts`` contacts (deterministic)."""
+    rnd = random.Random(7)
+    users = [{"id": n, "first_name": name, "last_name": "Demo", "email": f"{name.lower()}@acme.example",
+              "team_id": 1, "job_title": "Sales"} for n, name in ((1, "Doe"), (2, "Florian"), (3, "Dorris"))]
+    bundle = {
+        "settings": {"domain": None, "domain_slug": "acme",
+                     "consent": {"custom": True, "unsubscribe_url": "https://acme.example/unsubscribe"}},
+        "teams": [{"id": 1, "name": "Sales"}],
+        "users": users,
+        "templates": [{"id": 2, "type": "email", "company_id": 1, "title": "Email template", "user_id": 1,
+                       "content": "<html><body><h1>ACME news</h1>{{ content }}</body></html>"}],
+        "relations_paths": [{"id": "9eae431b-3d0f-4528-9c59-e9d1a40fcd04", "name": "Default"}],
+        "contacts": [_contact(i, rnd) for i in range(contacts)],
+    }
+    return bundle
+
+
+def email_payload() -> dict[str, Any]:
+    return {
+        "name": f"Demo email {fmt(now())}", "type": "email", "approved": True, "execute_now": True,
+        "message": {"subject": "Hello {{ contact.first_name }}", "sender": "news@acme.example",
+                    "content": "<p>Dear {{ contact.first_name }} {{ contact.last_name }},</p>"
+                               "<p>our {{ contact.custom_fields.segment }} offer is ready.</p>"},
+        "filter": [{"field": "contact.fixed_fields.last_name", "operator": "nempty"}],
+        "template_id": 2,
+    }
+
+
+def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
+    """Load the sample data, send an email campaign through scheduler, broker, worker and SMTP; summarise."""
+    revision = upgrade(app.engine)
+    counts = load_bundle(app.sessions, demo_bundle())
+    maildir = Path("var/mail").resolve()
+    catcher = MailCatcher(maildir)
+    app.smtp_url = catcher.start()
+    broker = make_broker(app.settings.broker_url)
+    try:
+        with app.sessions.begin() as session:
+            campaign_id = campaign_service.create(session, email_payload(), 1).id
+        with running_worker(app, broker, threads=4) as actors:
+            enqueue = enqueue_for(actors)
+            deadline = time.monotonic() + timeout
+            status = "pending"
+            while time.monotonic() < deadline:
+                run_once(app.sessions, enqueue, lease=app.settings.lease_seconds, stall=app.settings.stall_seconds,
+                         batch_size=app.settings.delivery_batch_size)
+                with app.sessions() as session:
+                    status = repo.get_campaign(session, campaign_id).status
+                if status in ("completed", "failed", "cancelled"):
+                    break
+                time.sleep(0.2)
+        with app.sessions() as session:
+            campaign = repo.get_campaign(session, campaign_id)
+            summary = {"id": campaign.id, "name": campaign.name, "type": campaign.type, "status": campaign.status,
+                       "progress": repo.progress_of(session, campaign)}
+            if campaign.error:
+                summary["error"] = campaign.error
+    finally:
+        catcher.stop()
+        broker.close()
+    return {
+        "database": app.settings.database_url,
+        "loaded": counts,
+        "schema_revision": revision,
+        "campaigns": [summary],
+        "mail": {"maildir": str(maildir), "messages_in_maildir": catcher.count,
+                 "smtp": "local capturing server (SMTP_URL unset)"},
+        "try": [f"campaign-dispatch campaigns show {campaign_id}",
+                f"campaign-dispatch campaigns recipients {campaign_id}",
+                f"campaign-dispatch campaigns messages {campaign_id}"],
+    }
