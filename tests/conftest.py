@@ -14,7 +14,7 @@ from storage.db import make_engine, make_sessionmaker, safe_identifier
 from storage.migrate import upgrade
 from storage.models import Base
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.smtpserver"]
 
 # Where the test PostgreSQL server is; each test session creates (and drops) its own database there.
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -72,6 +72,15 @@ def db_url(request) -> Iterator[str]:
     url = request.getfixturevalue("pg_url")
     yield url
     engine = make_engine(url)
+    _truncate(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_url) -> Iterator[str]:
+    """The PostgreSQL test database, emptied after the test (end-to-end tests run on PostgreSQL)."""
+    yield pg_url
+    engine = make_engine(pg_url)
     _truncate(engine)
     engine.dispose()
 

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 
 from renderers.context import build_context
-from renderers.mime import build_email, stable_message_id
+from renderers.mime import build_email, is_valid_address, stable_message_id
 from renderers.templating import CompiledCampaign, Rendered, compile_campaign
 from storage.contacts import contact_to_seed
 from storage.fields import FIXED_FIELD_NAMES
@@ -53,7 +53,10 @@ class CampaignRuntime:
             return "contact_deleted"
         if not matches(self.tree, contact):
             return "no_longer_matches"
-        return skip_reason_of(self.campaign_type, contact)
+        reason = skip_reason_of(self.campaign_type, contact)
+        if reason is None and self.campaign_type == "email" and not is_valid_address(contact.email):
+            return "invalid_email"  # the message builder's own test, so no address fails at send time
+        return reason
 
     def unsubscribe_for(self, contact_id: str) -> str | None:
         """The settings' unsubscribe URL, naming the contact and campaign so one click is enough."""
@@ -71,7 +74,8 @@ class CampaignRuntime:
     def render(self, contact: Contact, user: User | None) -> Rendered:
         """Subject, HTML and text for one contact; raises RenderError."""
         assert self.compiled is not None
-        return self.compiled.render(self.context(contact, user))
+        # Letters carry no email unsubscribe footer.
+        return self.compiled.render(self.context(contact, user), footer=self.campaign_type == "email")
 
     def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""

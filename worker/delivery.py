@@ -88,15 +88,23 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> None:
         outgoing.append((row, email.html, OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
 
     started = time.monotonic()
-    results = app.smtp.send_many([mail for _, _, mail in outgoing]) if outgoing else []
-    for (row, html, _), result in zip(outgoing, results):
-        if isinstance(result, SendResult):
-            outcomes.sent.append((row.id, row.contact_id, html))
-        elif isinstance(result, PermanentSmtpError):
-            outcomes.failed.append((row.id, str(result)))
-            log.warning("deliver.rejected", contact_id=row.contact_id, reply=str(result))
-        else:
-            outcomes.transient.append((row, str(result)))
+    # Send in chunks and stop taking new ones at half the lease, so a slow server can never make
+    # reconcile think this worker died and hand its rows to another (which would send them twice).
+    deadline = started + app.settings.lease_seconds / 2
+    chunk = app.settings.smtp_pool_size * 2
+    for start in range(0, len(outgoing), chunk):
+        part = outgoing[start:start + chunk]
+        if time.monotonic() > deadline:
+            outcomes.transient += [(row, "not attempted before the batch's deadline") for row, _, _ in part]
+            continue
+        for (row, html, _), result in zip(part, app.smtp.send_many([mail for _, _, mail in part])):
+            if isinstance(result, SendResult):
+                outcomes.sent.append((row.id, row.contact_id, html))
+            elif isinstance(result, PermanentSmtpError):
+                outcomes.failed.append((row.id, str(result)))
+                log.warning("deliver.rejected", contact_id=row.contact_id, reply=str(result))
+            else:
+                outcomes.transient.append((row, str(result)))
     _record(app, batch, outcomes, retry)
     log.info("deliver.batch", sent=len(outcomes.sent), failed=len(outcomes.failed),
              skipped=len(outcomes.skipped), retrying=len(outcomes.transient),

@@ -1,0 +1,330 @@
+"""The template context: the names a template may use, the objects it sees, and a checker.
+
+Templates see ``contact`` (``id``, ``b2c``, ``team_id``, ``status``, ``created_at``,
+``updated_at``, each fixed field by name, ``fixed_fields.<name>``, ``custom_fields.<any name>``,
+``account`` (``id``, ``name``), ``user`` (seed user fields)), ``campaign`` (``id``, ``name``),
+``sender`` (seed user fields), ``unsubscribe_url`` and, in a wrapper template only, ``content``.
+A field without a value renders as ""; a name or attribute outside this vocabulary is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Mapping
+
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import UndefinedError
+
+from renderers.templating import HTML_ENV
+
+USER_FIELDS: tuple[str, ...] = (
+    "id", "first_name", "last_name", "phone_number", "job_title", "email",
+    "email_notifications", "profile_picture", "system_user", "created_at", "updated_at",
+)
+ACCOUNT_FIELDS: tuple[str, ...] = ("id", "name")
+CAMPAIGN_FIELDS: tuple[str, ...] = ("id", "name")
+CONTACT_FIELDS: tuple[str, ...] = ("id", "b2c", "team_id", "status", "created_at", "updated_at")
+
+
+class Missing(Undefined):
+    """A value that is absent or null: renders as "", behaves like "" and triggers ``default``."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        return "an empty value has no attributes or items"
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return getattr("", name)  # ``.upper()`` and friends act on ""
+
+    def __add__(self, other: Any) -> Any:
+        return "" + other
+
+    def __radd__(self, other: Any) -> Any:
+        return other + ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Missing) or other == "" or other is None
+
+    def __hash__(self) -> int:
+        return hash("")
+
+    def __int__(self) -> int:
+        raise ValueError("no value")
+
+    def __float__(self) -> float:
+        raise ValueError("no value")
+
+
+MISSING = Missing()
+
+
+class Record:
+    """A read-only object of the context: ``record.name`` and ``record["name"]``.
+
+    A closed record (the default) knows its field names and refuses others; an open one (custom
+    fields) answers any name, with MISSING when it has no value.
+    """
+
+    __slots__ = ("_label", "_values", "_open")
+
+    def __init__(self, label: str, values: Mapping[str, Any], *, is_open: bool = False) -> None:
+        self._label = label
+        self._values = values
+        self._open = is_open
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            value = self._values[key]
+        except (KeyError, TypeError):
+            if self._open:
+                return MISSING
+            raise UndefinedError(f"'{self._label}' has no attribute {key!r}") from None
+        return MISSING if value is None else value
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:1] == "_":
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except UndefinedError:
+            raise AttributeError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"<{self._label}>"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value
+
+
+def _pairs(values: Any) -> dict[str, Any]:
+    """``{name: value}``, also from the seed's list of ``{"name", "value", ...}`` objects."""
+    if not values:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): _plain(v) for k, v in values.items()}
+    return {str(item["name"]): _plain(item.get("value")) for item in values}
+
+
+def _closed(label: str, source: Mapping[str, Any] | None, fields: Iterable[str]) -> Record:
+    source = source or {}
+    return Record(label, {name: _plain(source.get(name)) for name in fields})
+
+
+def build_context(
+    contact: Mapping[str, Any],
+    campaign: Mapping[str, Any],
+    sender: Mapping[str, Any] | None,
+    unsubscribe_url: str | None,
+    *,
+    fixed_field_names: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The context one recipient's templates render with, from plain dicts.
+
+    ``contact`` carries ``id``, ``b2c``, ``fixed_fields`` ({name: value}, or the seed's list),
+    ``custom_fields`` ({name: value}), ``account`` and ``user`` (dicts or None), ``team_id``,
+    ``status``, ``created_at``. ``fixed_field_names`` (the catalogue) makes every fixed field a
+    known name even when this contact has no value for it.
+    """
+    fixed = {name: None for name in fixed_field_names}
+    fixed.update(_pairs(contact.get("fixed_fields")))
+    values: dict[str, Any] = dict(fixed)
+    values.update({name: _plain(contact.get(name)) for name in CONTACT_FIELDS})
+    values["fixed_fields"] = Record("contact.fixed_fields", fixed)
+    values["custom_fields"] = Record(
+        "contact.custom_fields", _pairs(contact.get("custom_fields")), is_open=True
+    )
+    values["account"] = _closed("contact.account", contact.get("account"), ACCOUNT_FIELDS)
+    values["user"] = _closed("contact.user", contact.get("user"), USER_FIELDS)
+    return {
+        "contact": Record("contact", values),
+        "campaign": _closed("campaign", campaign, CAMPAIGN_FIELDS),
+        "sender": _closed("sender", sender, USER_FIELDS),
+        "unsubscribe_url": unsubscribe_url or MISSING,
+    }
+
+
+# The vocabulary as a tree: a dict of names, LEAF for a value, OPEN for "any name, then a value".
+LEAF = "leaf"
+OPEN = "open"
+_VALUE_ATTRS = frozenset(name for name in dir(str) if not name.startswith("_"))
+_LOADERS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+_MACRO_NAMES = frozenset({"caller", "varargs", "kwargs"})
+
+
+def vocabulary(fixed_fields: Iterable[str], *, is_wrapper: bool) -> dict[str, Any]:
+    """The names a template may use, as a tree (see LEAF / OPEN)."""
+    fixed = {name: LEAF for name in fixed_fields}
+    user = {name: LEAF for name in USER_FIELDS}
+    contact = {
+        **fixed,
+        **{name: LEAF for name in CONTACT_FIELDS},
+        "fixed_fields": fixed,
+        "custom_fields": OPEN,
+        "account": {name: LEAF for name in ACCOUNT_FIELDS},
+        "user": user,
+    }
+    names: dict[str, Any] = {
+        "contact": contact,
+        "campaign": {name: LEAF for name in CAMPAIGN_FIELDS},
+        "sender": user,
+        "unsubscribe_url": LEAF,
+    }
+    if is_wrapper:
+        names["content"] = LEAF
+    return names
+
+
+def check_template(source: str, *, fixed_fields: Iterable[str], is_wrapper: bool) -> list[str]:
+    """Problems a person must fix before ``source`` can render, e.g.
+    ``"line 3: 'contact' has no attribute 'frist_name' (did you mean 'first_name'?)"``.
+
+    Finds syntax errors, unknown filters and tests, names outside the vocabulary, unknown
+    attributes of known objects (also ``contact["name"]``), private attributes, ``content``
+    outside a wrapper template and attempts to load other templates. An empty list means fine.
+    """
+    try:
+        ast = HTML_ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message}"]
+    tracker = meta.TrackingCodeGenerator(_TOLERANT_ENV)  # type: ignore[no-untyped-call]
+    try:
+        tracker.visit(ast)
+    except TemplateSyntaxError as exc:  # e.g. a block defined twice
+        return [f"line {exc.lineno}: {exc.message}"]
+    checker = _Checker(vocabulary(fixed_fields, is_wrapper=is_wrapper),
+                       tracker.undeclared_identifiers)
+    checker.visit(ast, in_macro=False)
+    if not checker.problems:
+        try:
+            HTML_ENV.compile(ast)
+        except TemplateSyntaxError as exc:
+            checker.report(exc.lineno, exc.message or str(exc))
+    return checker.problems
+
+
+class _AnyName(dict):  # type: ignore[type-arg]
+    """Filters/tests for the name tracker: unknown ones are reported by the checker instead."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(key, _tolerated)
+
+
+def _tolerated(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+_TOLERANT_ENV = HTML_ENV.overlay()
+_TOLERANT_ENV.filters = _AnyName(HTML_ENV.filters)
+_TOLERANT_ENV.tests = _AnyName(HTML_ENV.tests)
+
+
+class _Checker:
+    def __init__(self, names: dict[str, Any], undeclared: set[str]) -> None:
+        self.names = names
+        self.undeclared = undeclared
+        self.problems: list[str] = []
+
+    def report(self, line: int | None, message: str) -> None:
+        problem = f"line {line}: {message}" if line else message
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def visit(self, node: nodes.Node, *, in_macro: bool) -> None:
+        if isinstance(node, _LOADERS):
+            self.report(node.lineno, "a template cannot extend, include or import other templates")
+        if isinstance(node, (nodes.Macro, nodes.CallBlock)):
+            in_macro = True
+        if isinstance(node, nodes.Filter) and node.name not in HTML_ENV.filters:
+            self.report(node.lineno, f"there is no filter named '{node.name}'"
+                                     f"{_hint(node.name, HTML_ENV.filters)}")
+        if isinstance(node, nodes.Test) and node.name not in HTML_ENV.tests:
+            self.report(node.lineno, f"there is no test named '{node.name}'"
+                                     f"{_hint(node.name, HTML_ENV.tests)}")
+        if isinstance(node, (nodes.Getattr, nodes.Getitem)):
+            self.visit_path(node, in_macro=in_macro)
+            return
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            self.check_path(node, [], in_macro=in_macro)
+        for child in node.iter_child_nodes():
+            self.visit(child, in_macro=in_macro)
+
+    def visit_path(self, node: nodes.Node, *, in_macro: bool) -> None:
+        keys: list[str | None] = []
+        while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+            if isinstance(node, nodes.Getattr):
+                keys.append(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                keys.append(node.arg.value)
+            else:
+                keys.append(None)
+                self.visit(node.arg, in_macro=in_macro)
+            node = node.node
+        keys.reverse()
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            self.check_path(node, keys, in_macro=in_macro)
+            return
+        for key in keys:
+            if key is not None and key.startswith("_"):
+                self.report(node.lineno, f"'{key}' is not allowed: names starting with '_' are private")
+                break
+        self.visit(node, in_macro=in_macro)
+
+    def check_path(self, name: nodes.Name, keys: list[str | None], *, in_macro: bool) -> None:
+        line = name.lineno
+        if name.name not in self.undeclared:
+            return  # set, looped over or passed in by the template itself
+        if name.name not in self.names:
+            if in_macro and name.name in _MACRO_NAMES:
+                return
+            if name.name == "content":
+                self.report(line, "'content' can only be used in a template (it is where the "
+                                  "message content goes), not in the message itself")
+            else:
+                known = ", ".join(sorted(self.names))
+                self.report(line, f"'{name.name}' is not a known name{_hint(name.name, self.names)}"
+                                  f"; the names are: {known}")
+            return
+        spec: Any = self.names[name.name]
+        dotted = name.name
+        for key in keys:
+            if key is None:
+                return  # a computed subscript cannot be checked here; rendering will
+            if key.startswith("_"):
+                self.report(line, f"'{key}' is not allowed: names starting with '_' are private")
+                return
+            if spec == LEAF:
+                if key not in _VALUE_ATTRS:
+                    self.report(line, f"'{dotted}' is a value; it has no attribute '{key}'")
+                return
+            if spec == OPEN:
+                spec = LEAF
+            elif key not in spec:
+                self.report(line, f"'{dotted}' has no attribute '{key}'{_hint(key, spec)}")
+                return
+            else:
+                spec = spec[key]
+            dotted = f"{dotted}.{key}"
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
