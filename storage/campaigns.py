@@ -225,12 +225,11 @@ def _transition(session: Session, campaign: Campaign, allowed: tuple[str, ...], 
     return campaign
 
 
-def send_now(session: Session, campaign: Campaign, now: datetime, *, claim: bool) -> Campaign:
-    """The API's ``execute_now``: due now. With ``claim`` it is also claimed for an immediate dispatch."""
+def send_now(session: Session, campaign: Campaign, now: datetime) -> Campaign:
+    """The API's ``execute_now``: the campaign becomes due now (a dispatch message or the scheduler takes it)."""
     if not campaign.approved:
         raise Conflict(f"campaign {campaign.id} is not approved: approve it before sending")
-    return _transition(session, campaign, ("draft", "pending"), "sending" if claim else "pending", "sent now",
-                       now, send_at=now)
+    return _transition(session, campaign, ("draft", "pending"), "pending", "sent now", now, send_at=now)
 
 
 def pause(session: Session, campaign: Campaign, now: datetime) -> Campaign:

@@ -36,6 +36,12 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
         if campaign is None:
             log.warning("dispatch.unknown_campaign")
             return
+        if campaign.status == "pending" and campaign.approved:
+            # Enqueued directly (the API's execute_now, `campaigns send`): claim it here; a scheduler
+            # that claimed it first changed the status, and the one that loses sees "sending".
+            campaign.status = "sending"
+            if campaign.send_at is None or campaign.send_at > now:
+                campaign.send_at = now
         if campaign.status != "sending" or campaign.dispatched_at is not None:
             log.info("dispatch.skipped", status=campaign.status, dispatched=campaign.dispatched_at is not None)
             return

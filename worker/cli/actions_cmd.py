@@ -35,14 +35,13 @@ def _show(app: App, campaign_id: str) -> None:
 @click.pass_obj
 def send(app: App, campaign_id: str) -> None:
     """Dispatch now (the API's execute_now). With BROKER_URL=memory:// it is made due for `run`."""
-    claim = not is_memory(app.settings.broker_url)
     with app.sessions.begin() as session:
         campaign = repo.get_campaign(session, campaign_id, for_update=True)
         problems = campaign_problems(session, campaign)
         if problems:
             raise ValidationFailed({"campaign": problems}, "The campaign cannot be sent as it is.")
-        repo.send_now(session, campaign, utcnow(), claim=claim)
-    if claim:
+        repo.send_now(session, campaign, utcnow())
+    if not is_memory(app.settings.broker_url):
         _actors(app).enqueue_dispatch(campaign.id)
     _show(app, campaign_id)
 
