@@ -1,0 +1,66 @@
+"""The README's first command (`demo`) and the one-machine `run` mode, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-c", "from worker.cli.main import main; main()"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL", "SMTP_URL", "STORAGE_URL")}
+    env.update(LOG_FORMAT="json", **extra)
+    return env
+
+
+def test_demo_on_the_embedded_default(tmp_path):
+    result = subprocess.run([*CLI, "demo"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    (campaign,) = summary["campaigns"]
+    assert campaign["status"] == "completed"
+    progress = campaign["progress"]
+    assert progress["sent"] > 0 and progress["skipped"] > 0 and progress["pending"] == 0
+    assert progress["total"] == progress["sent"] + progress["skipped"] + progress["failed"]
+    maildir = mailbox.Maildir(summary["mail"]["maildir"], create=False)
+    assert len(maildir) == progress["sent"] == summary["mail"]["messages_in_maildir"]
+    assert Path(summary["mail"]["maildir"]).is_relative_to(tmp_path)
+    assert (tmp_path / "var" / "campaign-dispatch.db").exists()
+
+
+def test_run_sends_a_campaign_created_through_the_cli(tmp_path):
+    env = _env(SCHEDULER_INTERVAL="0.3")
+    subprocess.run([*CLI, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    from worker.demo import demo_bundle, email_payload
+
+    (tmp_path / "bundle.json").write_text(json.dumps(demo_bundle(contacts=12)))
+    (tmp_path / "campaign.json").write_text(json.dumps(email_payload()))
+    subprocess.run([*CLI, "load", "bundle.json"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    created = subprocess.run([*CLI, "campaigns", "create", "campaign.json", "--user", "1"], cwd=tmp_path, env=env,
+                             check=True, capture_output=True, text=True)
+    campaign_id = json.loads(created.stdout)["id"]
+    service = subprocess.Popen([*CLI, "run", "--threads", "2"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            shown = subprocess.run([*CLI, "campaigns", "show", campaign_id], cwd=tmp_path, env=env,
+                                   capture_output=True, text=True)
+            status = json.loads(shown.stdout)["status"]
+            if status == "completed":
+                break
+            time.sleep(0.5)
+        assert status == "completed"
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    assert len(mailbox.Maildir(tmp_path / "var" / "mail", create=False)) > 0
