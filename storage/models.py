@@ -174,6 +174,8 @@ class Campaign(Base):
     # When a recipient of the campaign last reached a final state: reconcile re-enqueues a stalled campaign.
     progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     letters_file_id: Mapped[str | None] = mapped_column(String(36))
+    # When the letters ZIP was last asked for, so finalise does not ask again while it is being built.
+    archive_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 from typing import Any
 
-from scheduler.service import run_once
 from storage import campaigns as repo
 from storage.loader import load_bundle
 from worker.app import App
 from worker.broker import make_broker
-from worker.services import enqueue_for, running_worker
+from worker.services import running_worker, tick
 from worker.settings import Settings
 from tests.seed_payloads import RELATIONS_PATH
 
@@ -86,10 +85,8 @@ def in_process_worker(app: App, threads: int = 4) -> Iterator[Any]:
 def drive(app: App, actors: Any, campaign_id: str, timeout: float = 60.0) -> str:
     """Run the scheduler's jobs until the campaign is final; return its status."""
     deadline = time.monotonic() + timeout
-    enqueue = enqueue_for(actors)
     while time.monotonic() < deadline:
-        run_once(app.sessions, enqueue, lease=app.settings.lease_seconds, stall=app.settings.stall_seconds,
-                 batch_size=app.settings.delivery_batch_size)
+        tick(app, actors)
         with app.sessions() as session:
             status = repo.get_campaign(session, campaign_id).status
         if status in FINAL:

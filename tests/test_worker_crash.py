@@ -13,13 +13,12 @@ from email.parser import BytesParser
 
 from sqlalchemy import func, select
 
-from scheduler.service import run_once
 from storage.models import Campaign, Recipient
 from tests.e2e import bundle, contact, email_payload, load, make_app
 from worker import campaign_service
 from worker.actors import declare_actors
 from worker.broker import make_broker
-from worker.services import enqueue_for
+from worker.services import tick as run_scheduler_jobs
 
 THREADS, BATCH = 4, 5
 
@@ -39,10 +38,10 @@ def test_killed_worker_loses_and_duplicates_nothing(pg_db, redis_url, smtp_serve
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, email_payload(), 1).id
     broker = make_broker(redis_url)
-    enqueue = enqueue_for(declare_actors(broker, app))
+    actors = declare_actors(broker, app)
 
     def tick() -> str:
-        run_once(app.sessions, enqueue, lease=3.0, stall=1.0, batch_size=BATCH)
+        run_scheduler_jobs(app, actors)
         with app.sessions() as session:
             return session.get(Campaign, campaign_id).status
 

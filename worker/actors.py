@@ -11,7 +11,7 @@ import dramatiq
 import structlog
 
 from storage.ledger import Batch
-from worker import delivery, fanout, side_jobs
+from worker import delivery, fanout, letters, side_jobs
 from worker.app import App
 
 log = structlog.get_logger()
@@ -30,6 +30,10 @@ class Actors:
     deliver_batch: dramatiq.Actor
     send_test_email: dramatiq.Actor
     build_preview: dramatiq.Actor
+    archive_letters: dramatiq.Actor
+
+    def enqueue_archive(self, campaign_id: str) -> None:
+        self.archive_letters.send(campaign_id)
 
     def enqueue_dispatch(self, campaign_id: str) -> None:
         self.dispatch_campaign.send(campaign_id)
@@ -56,6 +60,9 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     def build_preview(campaign_id: str) -> dict:
         return side_jobs.build_preview(app, campaign_id)
 
+    def archive_letters(campaign_id: str) -> None:
+        letters.build_archive(app, campaign_id)
+
     # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe.
     options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000}
     actors = Actors(
@@ -68,5 +75,7 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
                                        actor_name="send_test_email", **options),
         build_preview=dramatiq.actor(build_preview, broker=broker, queue_name=DEFAULT_QUEUE,
                                      actor_name="build_preview", **options),
+        archive_letters=dramatiq.actor(archive_letters, broker=broker, queue_name=DEFAULT_QUEUE,
+                                       actor_name="archive_letters", time_limit=60 * 60 * 1000, **options),
     )
     return actors

@@ -9,33 +9,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from renderers.errors import RenderError
-from storage.ledger import Batch, Claimed, claim, finish, release
+from storage.ledger import Batch, claim, finish, release
 from storage.models import Campaign, CampaignMessage, Contact, User
 from storage.timefmt import now as utcnow
 from worker.app import App
-from worker.smtp import OutgoingMail, PermanentSmtpError, SendResult
+from worker.campaign_runtime import CampaignRuntime
+from worker.emails import send_emails
+from worker.letters import render_letters
+from worker.outcomes import Outcomes, Ready
+from worker.tasks import create_tasks
 
 log = structlog.get_logger()
 
 Retry = Callable[[Batch, int], None]  # (batch, delay in ms)
 
-
-@dataclass
-class Outcomes:
-    """What happened to each claimed row of a batch."""
-
-    sent: list[tuple[int, str, str]] = field(default_factory=list)  # (row id, contact id, content)
-    failed: list[tuple[int, str]] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    transient: list[tuple[Claimed, str]] = field(default_factory=list)
+# What each campaign type does with the recipients that passed the re-check.
+CHANNELS: dict[str, Callable[[App, CampaignRuntime, list[Ready], Outcomes], None]] = {
+    "email": send_emails, "letter": render_letters, "telephone": create_tasks,
+}
 
 
 def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Contact], dict[int, User]]:
@@ -50,7 +47,9 @@ def _archive(session: Session, campaign_id: str, sent: list[tuple[int, str, str]
         return
     now = utcnow()
     rows = [{"campaign_id": campaign_id, "contact_id": contact_id, "content": content, "created_at": now,
-             "updated_at": now} for _, contact_id, content in sent]
+             "updated_at": now} for _, contact_id, content in sent if content is not None]
+    if not rows:  # telephone: nothing was sent as content
+        return
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CampaignMessage)
     session.execute(insert.on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), rows)
@@ -72,43 +71,20 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> None:
         contacts, users = _load_contacts(session, [c.contact_id for c in claimed])
 
     outcomes = Outcomes()
-    outgoing: list[tuple[Claimed, str, OutgoingMail]] = []
+    ready: list[Ready] = []
     for row in claimed:
         contact = contacts.get(row.contact_id)
         reason = runtime.recheck(contact)
         if reason:
             outcomes.skipped.append((row.id, reason))
-            continue
-        try:
-            email = runtime.email(contact, users.get(contact.user_id))
-        except RenderError as exc:
-            outcomes.failed.append((row.id, str(exc)))
-            log.warning("deliver.render_failed", contact_id=row.contact_id, error=str(exc))
-            continue
-        outgoing.append((row, email.html, OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
-
+        else:
+            ready.append(Ready(row, contact, users.get(contact.user_id)))
     started = time.monotonic()
-    # Send in chunks and stop taking new ones at half the lease, so a slow server can never make
-    # reconcile think this worker died and hand its rows to another (which would send them twice).
-    deadline = started + app.settings.lease_seconds / 2
-    chunk = app.settings.smtp_pool_size * 2
-    for start in range(0, len(outgoing), chunk):
-        part = outgoing[start:start + chunk]
-        if time.monotonic() > deadline:
-            outcomes.transient += [(row, "not attempted before the batch's deadline") for row, _, _ in part]
-            continue
-        for (row, html, _), result in zip(part, app.smtp.send_many([mail for _, _, mail in part])):
-            if isinstance(result, SendResult):
-                outcomes.sent.append((row.id, row.contact_id, html))
-            elif isinstance(result, PermanentSmtpError):
-                outcomes.failed.append((row.id, str(result)))
-                log.warning("deliver.rejected", contact_id=row.contact_id, reply=str(result))
-            else:
-                outcomes.transient.append((row, str(result)))
+    CHANNELS[runtime.campaign_type](app, runtime, ready, outcomes)
     _record(app, batch, outcomes, retry)
     log.info("deliver.batch", sent=len(outcomes.sent), failed=len(outcomes.failed),
              skipped=len(outcomes.skipped), retrying=len(outcomes.transient),
-             smtp_seconds=round(time.monotonic() - started, 3))
+             channel_seconds=round(time.monotonic() - started, 3))
 
 
 def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
@@ -128,3 +104,4 @@ def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
         ids = [row.id for row, _ in again]
         retry(Batch(batch.campaign_id, min(ids), max(ids)), int(delay * 1000))
         log.warning("deliver.retry_later", recipients=len(again), delay_seconds=delay, reply=again[0][1])
+

@@ -16,8 +16,7 @@ from worker import campaign_service
 from worker.app import App
 from worker.broker import make_broker
 from worker.mailcatcher import MailCatcher
-from worker.services import enqueue_for, running_worker
-from scheduler.service import run_once
+from worker.services import running_worker, tick
 
 FIRST = ["Anna", "Søren", "Zoë", "José", "Chloé", "Mads", "Noëlle", "Åse", "Björn", "Léa", "Ole", "Renée"]
 LAST = ["Østergaard", "Brontë", "Dvořák", "Hansen", "Müller", "Larsen", "Gaël", "Nielsen", "Sørensen", "Ibáñez"]
@@ -85,12 +84,10 @@ def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
         with app.sessions.begin() as session:
             campaign_id = campaign_service.create(session, email_payload(), 1).id
         with running_worker(app, broker, threads=4) as actors:
-            enqueue = enqueue_for(actors)
             deadline = time.monotonic() + timeout
             status = "pending"
             while time.monotonic() < deadline:
-                run_once(app.sessions, enqueue, lease=app.settings.lease_seconds, stall=app.settings.stall_seconds,
-                         batch_size=app.settings.delivery_batch_size)
+                tick(app, actors)
                 with app.sessions() as session:
                     status = repo.get_campaign(session, campaign_id).status
                 if status in ("completed", "failed", "cancelled"):

@@ -13,9 +13,10 @@ import dramatiq
 import structlog
 
 from scheduler.jobs import Enqueue
-from scheduler.service import build_scheduler
+from scheduler.service import build_scheduler, run_once
 from worker.actors import Actors, declare_actors
 from worker.app import App
+from worker.finishing import before_complete
 from worker.broker import make_broker
 from worker.logging import configure_logging
 from worker.settings import Settings
@@ -33,7 +34,19 @@ def scheduler_for(app: App, actors: Actors, *, blocking: bool, interval: float |
     s = app.settings
     return build_scheduler(app.sessions, enqueue_for(actors), interval=interval or s.scheduler_interval,
                            lease=s.lease_seconds, stall=s.stall_seconds, batch_size=s.delivery_batch_size,
-                           blocking=blocking)
+                           blocking=blocking, before_complete=finishing_hook(app, actors))
+
+
+def tick(app: App, actors: Actors) -> None:
+    """One pass of the scheduler's jobs, as each interval runs them (demo and tests drive this)."""
+    s = app.settings
+    run_once(app.sessions, enqueue_for(actors), lease=s.lease_seconds, stall=s.stall_seconds,
+             batch_size=s.delivery_batch_size, before_complete=finishing_hook(app, actors))
+
+
+def finishing_hook(app: App, actors: Actors):
+    """Finalise's hook for this app: deal tasks, ask for a letter campaign's ZIP (again after a lease)."""
+    return before_complete(actors.enqueue_archive, rerequest_after=app.settings.lease_seconds)
 
 
 def wait_for_signal() -> None:

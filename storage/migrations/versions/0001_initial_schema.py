@@ -133,6 +133,7 @@ def upgrade() -> None:
     sa.Column('dispatched_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('letters_file_id', sa.String(length=36), nullable=True),
+    sa.Column('archive_requested_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['template_id'], ['templates.id'], ),
