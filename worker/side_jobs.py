@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from renderers.pdf import render_pdf
 from storage.campaigns import get_campaign
 from storage.errors import ValidationFailed
 from storage.models import Campaign, Contact, StoredFile, User
@@ -60,7 +61,8 @@ def send_test_email(app: App, email: str, *, campaign_id: str | None = None, pay
 
 
 def build_preview(app: App, campaign_id: str) -> dict[str, str]:
-    """Render the campaign for its first recipient (or an empty sample) and store it; return the URL."""
+    """Render the campaign for its first recipient (or an empty sample) and store it (HTML for email,
+    PDF for a letter); return a URL valid for 300 s."""
     with app.sessions.begin() as session:
         campaign = get_campaign(session, campaign_id)
         runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
@@ -68,11 +70,15 @@ def build_preview(app: App, campaign_id: str) -> dict[str, str]:
         user = session.get(User, contact.user_id) if contact is not None and contact.user_id else None
         rendered = runtime.render(contact or _sample_contact(), user)
         file_id = str(uuid.uuid4())
-        key = make_key("previews", campaign.id, f"{file_id}.html")
-        size = app.store.put_bytes(key, rendered.html.encode("utf-8"), "text/html; charset=utf-8")
-        session.add(StoredFile(id=file_id, key=key, name=f"campaign-{campaign.id}.html",
-                               content_type="text/html", size=size))
-    return {"download_url": app.store.url(key, 300, filename=f"campaign-{campaign.id}.html")}
+        if campaign.type == "letter":  # a letter previews as the PDF it will be
+            body, extension, content_type = render_pdf(rendered.html), "pdf", "application/pdf"
+        else:
+            body, extension, content_type = rendered.html.encode("utf-8"), "html", "text/html; charset=utf-8"
+        name = f"campaign-{campaign.id}.{extension}"
+        key = make_key("previews", campaign.id, f"{file_id}.{extension}")
+        size = app.store.put_bytes(key, body, content_type)
+        session.add(StoredFile(id=file_id, key=key, name=name, content_type=content_type, size=size))
+    return {"download_url": app.store.url(key, 300, filename=name)}
 
 
 def first_recipient(session: Session, campaign: Campaign) -> Contact | None:
