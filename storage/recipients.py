@@ -61,3 +61,29 @@ def list_recipients(
         item["delivery"] = _delivery(ledger)
         items.append(item)
     return items, total
+
+
+def iter_recipients(session: Session, campaign: Campaign, page_size: int = 1000):
+    """Every recipient as (contact, ledger row or None), in the listing's order, in keyset pages.
+
+    Memory holds one page; the order and the set are exactly those of ``list_recipients``.
+    """
+    last = None
+    while True:
+        if campaign.dispatched_at is None:
+            query = selected_contacts(session, campaign).order_by(Contact.id).limit(page_size)
+            if last is not None:
+                query = query.where(Contact.id > last)
+            page = [(c, None) for c in session.scalars(query)]
+            last = page[-1][0].id if page else None
+        else:
+            query = (select(Contact, Recipient).join(Recipient, Recipient.contact_id == Contact.id)
+                     .where(Recipient.campaign_id == campaign.id).order_by(Recipient.id).limit(page_size))
+            if last is not None:
+                query = query.where(Recipient.id > last)
+            page = [tuple(row) for row in session.execute(query)]
+            last = page[-1][1].id if page else None
+        if not page:
+            return
+        yield from page
+        session.expunge_all()  # keep the identity map from growing with the export

@@ -11,7 +11,7 @@ import dramatiq
 import structlog
 
 from storage.ledger import Batch
-from worker import delivery, fanout, letters, side_jobs
+from worker import delivery, exports, fanout, letters, side_jobs
 from worker.app import App
 
 log = structlog.get_logger()
@@ -31,6 +31,7 @@ class Actors:
     send_test_email: dramatiq.Actor
     build_preview: dramatiq.Actor
     archive_letters: dramatiq.Actor
+    export_recipients: dramatiq.Actor
 
     def enqueue_archive(self, campaign_id: str) -> None:
         self.archive_letters.send(campaign_id)
@@ -63,6 +64,9 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     def archive_letters(campaign_id: str) -> None:
         letters.build_archive(app, campaign_id)
 
+    def export_recipients(campaign_id: str, export_id: str) -> None:
+        exports.run_export(app, campaign_id, export_id)
+
     # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe.
     options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000}
     actors = Actors(
@@ -77,5 +81,7 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
                                      actor_name="build_preview", **options),
         archive_letters=dramatiq.actor(archive_letters, broker=broker, queue_name=DEFAULT_QUEUE,
                                        actor_name="archive_letters", time_limit=60 * 60 * 1000, **options),
+        export_recipients=dramatiq.actor(export_recipients, broker=broker, queue_name=DEFAULT_QUEUE,
+                                         actor_name="export_recipients", time_limit=60 * 60 * 1000, **options),
     )
     return actors

@@ -1,4 +1,4 @@
-"""``campaigns letters ID``, ``campaigns tasks ID`` and ``files url FILE_ID``: what a campaign produced."""
+"""``campaigns letters|tasks|export|export-status`` and ``files url``: what a campaign produced."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from storage.errors import Conflict, NotFound
 from storage.models import Contact, StoredFile, Task, User
 from storage.serialize import user_to_seed
 from storage.timefmt import fmt
+from worker.actors import declare_actors
 from worker.app import App
+from worker.broker import is_memory, make_broker
+from worker.exports import export_to_seed, get_export, run_export, start_export
 from worker.cli.campaigns_cmd import campaigns_group
 from worker.cli.output import emit
 
@@ -57,6 +60,31 @@ def tasks(app: App, campaign_id: str) -> None:
             "relations_path": task.relations_path, "start_at": fmt(task.start_at), "end_at": fmt(task.end_at),
             "created_at": fmt(task.created_at),
         } for task, user, contact in rows]})
+
+
+@campaigns_group.command("export")
+@click.argument("campaign_id")
+@click.pass_obj
+def export(app: App, campaign_id: str) -> None:
+    """Queue an XLSX export of the recipients (with memory:// it runs in the command)."""
+    with app.sessions.begin() as session:
+        job = start_export(session, campaign_id)
+        shape = export_to_seed(job)
+    if is_memory(app.settings.broker_url):
+        run_export(app, job.campaign_id, job.id)
+    else:
+        declare_actors(make_broker(app.settings.broker_url), app).export_recipients.send(job.campaign_id, job.id)
+    emit(shape)
+
+
+@campaigns_group.command("export-status")
+@click.argument("campaign_id")
+@click.argument("export_id")
+@click.pass_obj
+def export_status(app: App, campaign_id: str, export_id: str) -> None:
+    """pending, failed (with the reason) or done with a file_id."""
+    with app.sessions() as session:
+        emit(export_to_seed(get_export(session, campaign_id, export_id)))
 
 
 @click.group("files")
