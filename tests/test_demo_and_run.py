@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 CLI = [sys.executable, "-c", "from worker.cli.main import main; main()"]
@@ -25,13 +26,20 @@ def test_demo_on_the_embedded_default(tmp_path):
     result = subprocess.run([*CLI, "demo"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
-    (campaign,) = summary["campaigns"]
-    assert campaign["status"] == "completed"
-    progress = campaign["progress"]
+    email, letter, telephone = summary["campaigns"]
+    assert [c["type"] for c in summary["campaigns"]] == ["email", "letter", "telephone"]
+    assert {c["status"] for c in summary["campaigns"]} == {"completed"}
+    zip_path = letter["letters_zip"][len("file://"):]
+    with zipfile.ZipFile(zip_path) as archive:
+        assert len(archive.namelist()) == letter["progress"]["sent"] > 0
+    tasks = telephone["tasks_per_user"]
+    assert sum(tasks.values()) == telephone["progress"]["sent"] and max(tasks.values()) - min(tasks.values()) <= 1
+    progress = email["progress"]
     assert progress["sent"] > 0 and progress["skipped"] > 0 and progress["pending"] == 0
     assert progress["total"] == progress["sent"] + progress["skipped"] + progress["failed"]
     maildir = mailbox.Maildir(summary["mail"]["maildir"], create=False)
-    assert len(maildir) == progress["sent"] == summary["mail"]["messages_in_maildir"]
+    # every email, plus the letter campaign's "letters are ready" note to its owner
+    assert len(maildir) == progress["sent"] + 1 == summary["mail"]["messages_in_maildir"]
     assert Path(summary["mail"]["maildir"]).is_relative_to(tmp_path)
     assert (tmp_path / "var" / "campaign-dispatch.db").exists()
 

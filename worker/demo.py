@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from storage import campaigns as repo
+from storage.models import StoredFile, Task
 from storage.loader import load_bundle
 from storage.migrate import upgrade
 from storage.timefmt import fmt, now
@@ -54,7 +58,10 @@ def demo_bundle(contacts: int = 60) -> dict[str, Any]:
         "teams": [{"id": 1, "name": "Sales"}],
         "users": users,
         "templates": [{"id": 2, "type": "email", "company_id": 1, "title": "Email template", "user_id": 1,
-                       "content": "<html><body><h1>ACME news</h1>{{ content }}</body></html>"}],
+                       "content": "<html><body><h1>ACME news</h1>{{ content }}</body></html>"},
+                      {"id": 3, "type": "letter", "company_id": 1, "title": "Letter template", "user_id": 1,
+                       "content": "<html><body><p><strong>ACME A/S</strong>, Vestergade 1, Aarhus</p>"
+                                  "{{ content }}<p>Kind regards, {{ sender.first_name }}</p></body></html>"}],
         "relations_paths": [{"id": "9eae431b-3d0f-4528-9c59-e9d1a40fcd04", "name": "Default"}],
         "contacts": [_contact(i, rnd) for i in range(contacts)],
     }
@@ -72,8 +79,48 @@ def email_payload() -> dict[str, Any]:
     }
 
 
+def letter_payload() -> dict[str, Any]:
+    return {
+        "name": f"Demo letter {fmt(now())}", "type": "letter", "approved": True, "execute_now": True,
+        "message": {"content": "<p>{{ contact.first_name }} {{ contact.last_name }}<br>{{ contact.address }}<br>"
+                               "{{ contact.zip_code }} {{ contact.city }}</p><p>Dear {{ contact.first_name }},</p>"
+                               "<p>your {{ contact.custom_fields.segment }} membership renews next month.</p>"},
+        "filter": [{"field": "contact.custom_fields.segment", "operator": "eq", "value": "gold"}],
+        "template_id": 3,
+    }
+
+
+def telephone_payload() -> dict[str, Any]:
+    start = now() + timedelta(days=1)
+    return {
+        "name": f"Demo call round {fmt(now())}", "type": "telephone", "approved": True, "execute_now": True,
+        "filter": [{"field": "contact.custom_fields.segment", "operator": "eq", "value": "silver"}],
+        "task": {"distribution_strategy": "distribute", "distribute_users": [1, 2, 3],
+                 "relations_path": "9eae431b-3d0f-4528-9c59-e9d1a40fcd04",
+                 "start_at": fmt(start), "end_at": fmt(start + timedelta(days=7))},
+    }
+
+
+def _summary(app: App, campaign_id: str) -> dict[str, Any]:
+    with app.sessions() as session:
+        campaign = repo.get_campaign(session, campaign_id)
+        summary: dict[str, Any] = {"id": campaign.id, "name": campaign.name, "type": campaign.type,
+                                   "status": campaign.status, "progress": repo.progress_of(session, campaign)}
+        if campaign.error:
+            summary["error"] = campaign.error
+        if campaign.type == "letter" and campaign.letters_file_id:
+            file = session.get(StoredFile, campaign.letters_file_id)
+            summary["letters_zip"] = app.store.url(file.key)
+        if campaign.task:
+            per_user = session.execute(select(Task.user_id, func.count()).where(Task.campaign_id == campaign.id)
+                                       .group_by(Task.user_id).order_by(Task.user_id)).all()
+            summary["tasks_per_user"] = {str(user): count for user, count in per_user}
+    return summary
+
+
 def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
-    """Load the sample data, send an email campaign through scheduler, broker, worker and SMTP; summarise."""
+    """Load the sample data; run an email, a letter and a telephone campaign through scheduler, broker,
+    worker, SMTP and storage; summarise where everything went."""
     revision = upgrade(app.engine)
     counts = load_bundle(app.sessions, demo_bundle())
     maildir = Path("var/mail").resolve()
@@ -82,23 +129,18 @@ def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
     broker = make_broker(app.settings.broker_url)
     try:
         with app.sessions.begin() as session:
-            campaign_id = campaign_service.create(session, email_payload(), 1).id
+            ids = [campaign_service.create(session, payload, 1).id
+                   for payload in (email_payload(), letter_payload(), telephone_payload())]
         with running_worker(app, broker, threads=4) as actors:
             deadline = time.monotonic() + timeout
-            status = "pending"
             while time.monotonic() < deadline:
                 tick(app, actors)
                 with app.sessions() as session:
-                    status = repo.get_campaign(session, campaign_id).status
-                if status in ("completed", "failed", "cancelled"):
+                    statuses = {repo.get_campaign(session, cid).status for cid in ids}
+                if statuses <= {"completed", "failed", "cancelled"}:
                     break
                 time.sleep(0.2)
-        with app.sessions() as session:
-            campaign = repo.get_campaign(session, campaign_id)
-            summary = {"id": campaign.id, "name": campaign.name, "type": campaign.type, "status": campaign.status,
-                       "progress": repo.progress_of(session, campaign)}
-            if campaign.error:
-                summary["error"] = campaign.error
+        summaries = [_summary(app, cid) for cid in ids]
     finally:
         catcher.stop()
         broker.close()
@@ -106,10 +148,12 @@ def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
         "database": app.settings.database_url,
         "loaded": counts,
         "schema_revision": revision,
-        "campaigns": [summary],
+        "campaigns": summaries,
         "mail": {"maildir": str(maildir), "messages_in_maildir": catcher.count,
                  "smtp": "local capturing server (SMTP_URL unset)"},
-        "try": [f"campaign-dispatch campaigns show {campaign_id}",
-                f"campaign-dispatch campaigns recipients {campaign_id}",
-                f"campaign-dispatch campaigns messages {campaign_id}"],
+        "try": [f"campaign-dispatch campaigns show {ids[0]}",
+                f"campaign-dispatch campaigns recipients {ids[0]}",
+                f"campaign-dispatch campaigns messages {ids[0]}",
+                f"campaign-dispatch campaigns letters {ids[1]}",
+                f"campaign-dispatch campaigns tasks {ids[2]}"],
     }
