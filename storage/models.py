@@ -190,6 +190,8 @@ class Recipient(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id", name="uq_recipients_campaign_contact"),
         Index("ix_recipients_campaign_status", "campaign_id", "status"),
+        # Keyset pages and id-range batches of one campaign walk this.
+        Index("ix_recipients_campaign_id_id", "campaign_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))

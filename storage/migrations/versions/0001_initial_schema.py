@@ -182,6 +182,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('recipients', schema=None) as batch_op:
         batch_op.create_index('ix_recipients_campaign_status', ['campaign_id', 'status'], unique=False)
+        batch_op.create_index('ix_recipients_campaign_id_id', ['campaign_id', 'id'], unique=False)
 
     op.create_table('tasks',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -208,6 +209,7 @@ def downgrade() -> None:
     op.drop_table('tasks')
     with op.batch_alter_table('recipients', schema=None) as batch_op:
         batch_op.drop_index('ix_recipients_campaign_status')
+        batch_op.drop_index('ix_recipients_campaign_id_id')
 
     op.drop_table('recipients')
     op.drop_table('exports')
