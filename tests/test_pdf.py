@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from renderers import pdf as pdf_module
+from renderers import pdf_batch, pdf_engine
 from renderers.pdf import ASSETS, SafeFetcher, render_batch, render_pdf, render_pdfs
 from renderers.templating import compile_campaign
 
@@ -151,7 +151,7 @@ def test_the_fetcher_serves_data_uris_and_assets_only(tmp_path, monkeypatch):
             fetcher.fetch(url)
     (tmp_path / "logo.svg").write_text("<svg/>")
     (tmp_path / "escape.css").symlink_to("/etc/passwd")
-    monkeypatch.setattr(pdf_module, "ASSETS", tmp_path.resolve())
+    monkeypatch.setattr(pdf_engine, "ASSETS", tmp_path.resolve())
     assert fetcher.fetch((tmp_path / "logo.svg").as_uri()).read() == b"<svg/>"
     with pytest.raises(ValueError):
         fetcher.fetch((tmp_path / "escape.css").as_uri())
@@ -228,7 +228,7 @@ def test_render_pdfs_keeps_the_order_of_mixed_letters():
 
 
 def test_render_pdfs_batches_more_letters_than_one_document_holds(monkeypatch):
-    monkeypatch.setattr(pdf_module, "BATCH_SIZE", 4)
+    monkeypatch.setattr(pdf_batch, "BATCH_SIZE", 4)
     htmls = [letter(i) for i in range(9)]  # batches of 4, 4 and a last letter alone
     pdfs = render_pdfs(htmls)
     for i, pdf in enumerate(pdfs):
