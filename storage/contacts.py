@@ -10,7 +10,7 @@ whole contact: a field it leaves out is stored as null.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 

@@ -9,7 +9,7 @@ from email import message_from_bytes
 
 import pytest
 
-from tests.smtpserver import DROP, SmtpTestServer, smtp_server  # noqa: F401 (fixture)
+from tests.smtpserver import DROP, SmtpTestServer
 from worker.smtp import (
     OutgoingMail,
     PermanentSmtpError,

@@ -48,7 +48,7 @@ def render_letters(app: App, runtime: CampaignRuntime, ready: list[Ready], outco
             rendered.append((item, runtime.render(item.contact, item.user).html))
         except RenderError as exc:
             outcomes.failed.append((item.row.id, str(exc)))
-    for (item, html), pdf in zip(rendered, _pdfs([html for _, html in rendered])):
+    for (item, markup), pdf in zip(rendered, _pdfs([markup for _, markup in rendered])):
         if isinstance(pdf, RenderError):
             outcomes.failed.append((item.row.id, f"PDF: {pdf}"))
             continue
@@ -57,7 +57,7 @@ def render_letters(app: App, runtime: CampaignRuntime, ready: list[Ready], outco
         except Exception as exc:  # noqa: BLE001 - storage unreachable: try this recipient again later
             outcomes.transient.append((item.row, f"storage: {exc}"))
             continue
-        outcomes.sent.append((item.row.id, item.contact.id, html))
+        outcomes.sent.append((item.row.id, item.contact.id, markup))
 
 
 def build_archive(app: App, campaign_id: str) -> str | None:
