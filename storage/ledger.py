@@ -127,15 +127,11 @@ def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
     return sorted((Claimed(*row) for row in result.all()), key=lambda c: c.id)
 
 
-def _counter(status: str):
-    return {"sent": Campaign.sent, "failed": Campaign.failed, "skipped": Campaign.skipped}[status]
-
-
-def finish(session: Session, campaign_id: str, status: str, outcomes: Iterable[tuple[int, str | None]],
-           now: datetime) -> int:
+def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | None]], now: datetime) -> int:
     """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons.
 
-    One UPDATE per distinct reason; counters move by exactly the rows that changed.
+    One UPDATE per distinct reason; returns the rows that changed. The campaign row is not
+    touched here: workers finishing batches in parallel would queue on its lock.
     """
     by_reason: dict[str | None, list[int]] = defaultdict(list)
     for row_id, reason in outcomes:
@@ -149,11 +145,14 @@ def finish(session: Session, campaign_id: str, status: str, outcomes: Iterable[t
             .execution_options(synchronize_session=False)
         )
         changed += result.rowcount
-    if changed:
-        column = _counter(status)
-        session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                        .values({column: column + changed, Campaign.progress_at: now}))
     return changed
+
+
+def touch_progress(session: Session, campaign_id: str, now: datetime, every: timedelta) -> None:
+    """Note that the campaign moved (reconcile's stall detection), at most once per ``every``."""
+    session.execute(update(Campaign).where(
+        Campaign.id == campaign_id, or_(Campaign.progress_at.is_(None), Campaign.progress_at < now - every))
+        .values(progress_at=now))
 
 
 def release(session: Session, ids: list[int], now: datetime, reason: str | None = None) -> int:
@@ -194,7 +193,7 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 
 __all__ = [
-    "Batch", "Claimed", "claim", "finish", "has_open_rows", "insert_recipients", "open_batches", "open_rows",
+    "Batch", "Claimed", "claim", "finish", "touch_progress", "has_open_rows", "insert_recipients", "open_batches", "open_rows",
     "release", "release_stale", "skip_reason", "skip_reason_of", "valid_email",
 ]
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.ledger import Batch, claim, finish, release
+from storage.ledger import Batch, claim, finish, release, touch_progress
 from storage.models import Campaign, CampaignMessage, Contact, User
 from storage.timefmt import now as utcnow
 from worker.app import App
@@ -94,10 +95,13 @@ def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
     again = [(row, reply) for row, reply in outcomes.transient if row.attempts < app.settings.max_attempts]
     with app.sessions.begin() as session:
         _archive(session, batch.campaign_id, outcomes.sent)
-        finish(session, batch.campaign_id, "sent", [(row_id, None) for row_id, _, _ in outcomes.sent], now)
-        finish(session, batch.campaign_id, "failed", outcomes.failed + give_up, now)
-        finish(session, batch.campaign_id, "skipped", outcomes.skipped, now)
+        done = finish(session, "sent", [(row_id, None) for row_id, _, _ in outcomes.sent], now)
+        done += finish(session, "failed", outcomes.failed + give_up, now)
+        done += finish(session, "skipped", outcomes.skipped, now)
         release(session, [row.id for row, _ in again], now, reason=again[0][1] if again else None)
+    if done:
+        with app.sessions.begin() as session:  # its own short transaction: the campaign row is shared
+            touch_progress(session, batch.campaign_id, now, timedelta(seconds=1))
     if again:
         attempts = max(row.attempts for row, _ in again)
         delay = min(app.settings.retry_base_seconds * 2 ** (attempts - 1), 3600.0)

@@ -76,7 +76,9 @@ def list_(app: App, status, ctype, teams, search, page, per_page) -> None:
         rows, total = repo.list_campaigns(session, status=status, type=ctype, teams=team_ids, search=search,
                                           page=page, per_page=per_page)
         query = {"status": status, "type": ctype, "teams": teams, "search": search}
-        emit({"data": [repo.campaign_to_seed(session, c) for c in rows],
+        # Campaigns in flight count their ledger; the others show the counters kept at finalise.
+        emit({"data": [repo.campaign_to_seed(session, c, repo.progress_of(session, c)
+                                             if c.status in ("sending", "paused") else None) for c in rows],
               "pagination": pagination(total, page, per_page, "/campaigns", query)})
 
 
