@@ -23,11 +23,19 @@ DATE_PG = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?$"
 
 
 def fold(text: str | None) -> str | None:
-    """Case-fold for case-insensitive comparison (Unicode lower case)."""
+    """Case-fold for case-insensitive comparison: Unicode lower case, one character at a time.
+
+    That is ``str.lower`` except for its two rules PostgreSQL's ``lower()`` lacks: a final
+    capital sigma becomes ``σ`` (not ``ς``) and ``İ`` becomes ``i`` (not ``i`` + a combining dot).
+    """
     if text is None:
         return None
-    # SQLite hands the registered ``lower`` numbers too (a JSON number in custom_fields).
-    return text.lower() if isinstance(text, str) else str(text).lower()
+    if not isinstance(text, str):  # SQLite hands the registered ``lower`` numbers too
+        text = str(text)
+    folded = text.lower()
+    if "ς" in folded or "\u0130" in text:
+        folded = "".join("i" if char == "\u0130" else char.lower() for char in text)
+    return folded
 
 
 def as_number(text: str | None) -> float | None:

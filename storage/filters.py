@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from storage.coerce import as_date, fold, is_date_value, is_number_value
 from storage.errors import ValidationFailed
@@ -87,11 +86,20 @@ class Group:
     """Conditions joined by OR (``any``) or AND; the whole group negated when ``negated``."""
 
     any: bool
-    items: tuple[Union[Condition, "Group"], ...]
+    items: tuple[Condition | Group, ...]
     negated: bool = False
 
 
-Node = Union[Condition, Group]
+Node = Condition | Group
+
+_SIMPLE_FIELDS: dict[str, Field] = {
+    "contact.b2c": Field("contact.b2c", "bool", column="b2c"),
+    "contact.status": Field("contact.status", "text", column="status"),
+    "contact.team_id": Field("contact.team_id", "int", column="team_id"),
+    "contact.user.id": Field("contact.user.id", "int", column="user_id"),
+    "contact.account.name": Field("contact.account.name", "text", column="account_name"),
+    "contact.created_at": Field("contact.created_at", "datetime", column="created_at"),
+}
 # A parsed ``filter``: the top-level AND group.
 FilterTree = Group
 
@@ -146,7 +154,7 @@ def _parse_group(raw: dict, path: str, depth: int, negated: bool, errors: dict[s
         _add(errors, f"{path}.filters", f"The {path}.filters must be a non-empty array of filters.")
         return None
     if depth >= MAX_DEPTH:
-        _add(errors, f"{path}.filters", f"Filter groups may nest at most {MAX_DEPTH} deep.")
+        _add(errors, f"{path}.filters", f"The {path}.filters nest too deep: groups nest at most {MAX_DEPTH} levels.")
         return None
     items = _parse_items(filters, f"{path}.filters", depth + 1, errors)
     return Group(any=any_ is True, items=items, negated=negated)
@@ -163,6 +171,9 @@ def _parse_condition(raw: dict, path: str, negated: bool, errors: dict[str, list
         _add(errors, f"{path}.operator", f"The {path}.operator must be one of: {', '.join(OPERATORS)}.")
         return None
     if field is None:
+        return None
+    if "value" not in raw and operator not in ("empty", "nempty"):
+        _add(errors, f"{path}.value", f"The {path}.value field is required for {operator}.")
         return None
     checked = _operand(field, operator, raw.get("value"), path, errors)
     if checked is None:
@@ -183,16 +194,8 @@ def _parse_field(raw: object, path: str, errors: dict[str, list[str]]) -> Field 
 
 def field_of(path: str) -> Field | None:
     """The Field a dotted path names, or None when it names none."""
-    simple = {
-        "contact.b2c": Field(path, "bool", column="b2c"),
-        "contact.status": Field(path, "text", column="status"),
-        "contact.team_id": Field(path, "int", column="team_id"),
-        "contact.user.id": Field(path, "int", column="user_id"),
-        "contact.account.name": Field(path, "text", column="account_name"),
-        "contact.created_at": Field(path, "datetime", column="created_at"),
-    }
-    if path in simple:
-        return simple[path]
+    if path in _SIMPLE_FIELDS:
+        return _SIMPLE_FIELDS[path]
     prefix, _, name = path.rpartition(".")
     if prefix == "contact.fixed_fields" and name in FIXED_FIELD_NAMES:
         return Field(path, "text", column=name)
@@ -209,7 +212,7 @@ def _operand(field: Field, op: str, value: object, path: str, errors: dict) -> t
             return _add(errors, vpath, f"The {vpath} must be absent or null for {op}.")
         return "none", None
     if (field.kind == "bool" and op not in ("eq", "neq")) or (field.kind == "int" and op in _TEXT_OPS):
-        return _add(errors, f"{path}.operator", f"The operator {op} cannot be used with {field.path}.")
+        return _add(errors, f"{path}.operator", f"The {path}.operator {op} cannot be used with {field.path}.")
     if op == "bt":
         if not isinstance(value, list) or len(value) != 2:
             return _add(errors, vpath, f"The {vpath} must be a list of two values [low, high].")
