@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -95,3 +97,36 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
+
+
+class StreamWriter(io.RawIOBase):
+    """A write-only, non-seekable binary stream that counts what it was given (``tell()``).
+
+    Subclasses store the bytes in ``_store``. Both backends hide seeking, so what a caller writes
+    (a ZIP with data descriptors, say) is byte-for-byte the same on each: local runs prove S3 ones.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._written
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self._checkClosed()
+        view = memoryview(data).cast("B")
+        self._store(view)
+        self._written += len(view)
+        return len(view)
+
+    def _store(self, view: memoryview) -> None:
+        raise NotImplementedError
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,37 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.objectstore.base import ObjectMissing, ObjectStore, check_expires, check_key
+from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, check_expires, check_key
 
 
-class LocalWriter(io.RawIOBase):
-    """Write-only, non-seekable view of a temporary file.
-
-    The local file could seek, but S3 streams cannot: hiding it keeps what a caller writes (a ZIP
-    with data descriptors, say) byte-for-byte the same on both backends, so local runs prove S3 ones.
-    """
+class LocalWriter(StreamWriter):
+    """Write-only, non-seekable view of a temporary file (see StreamWriter for why it hides seeking)."""
 
     def __init__(self, file: BinaryIO) -> None:
         super().__init__()
         self._file = file
-        self._written = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        self._checkClosed()
-        return self._written
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self._checkClosed()
-        view = memoryview(data).cast("B")
+    def _store(self, view: memoryview) -> None:
         self._file.write(view)
-        self._written += len(view)
-        return len(view)
 
 
 class LocalStore(ObjectStore):

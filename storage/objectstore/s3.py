@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.objectstore.base import ObjectMissing, ObjectStore, check_expires, check_key
+from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, check_expires, check_key
 
 # S3 wants every part but the last to be at least 5 MiB; 8 MiB keeps the request count low while
 # the writer holds at most one part in memory.
@@ -31,7 +30,7 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-class MultipartWriter(io.RawIOBase):
+class MultipartWriter(StreamWriter):
     """Write-only stream into one S3 object, holding at most ``part_size`` bytes in memory.
 
     Nothing is visible in the bucket until :meth:`commit`; :meth:`abort` discards the upload. An
@@ -50,7 +49,6 @@ class MultipartWriter(io.RawIOBase):
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self._written = 0
         self.peak_buffered = 0
 
     @property
@@ -63,19 +61,7 @@ class MultipartWriter(io.RawIOBase):
         """Parts sent so far (0 while the object still fits in one PUT)."""
         return len(self._parts)
 
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        self._checkClosed()
-        return self._written
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self._checkClosed()
-        view = memoryview(data).cast("B")
+    def _store(self, view: memoryview) -> None:
         offset = 0
         while offset < len(view):
             # Fill the buffer only up to one part, so a huge single write does not grow it past that.
@@ -85,8 +71,6 @@ class MultipartWriter(io.RawIOBase):
             self.peak_buffered = max(self.peak_buffered, len(self._buffer))
             if len(self._buffer) >= self.part_size:
                 self._upload_part()
-        self._written += len(view)
-        return len(view)
 
     def _upload_part(self) -> None:
         if self._upload_id is None:

@@ -15,19 +15,13 @@ from worker.actors import declare_actors
 from worker.app import App
 from worker.broker import is_memory, make_broker
 from worker.campaign_service import campaign_problems
-from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaigns_group
+from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaigns_group, emit_campaign
 from worker.cli.output import emit, read_json_file
 
 
 def _actors(app: App):
     broker = make_broker(app.settings.broker_url)
     return declare_actors(broker, app)
-
-
-def _show(app: App, campaign_id: str) -> None:
-    with app.sessions() as session:
-        campaign = repo.get_campaign(session, campaign_id)
-        emit(repo.campaign_to_seed(session, campaign, repo.progress_of(session, campaign)))
 
 
 @campaigns_group.command("send")
@@ -43,7 +37,7 @@ def send(app: App, campaign_id: str) -> None:
         repo.send_now(session, campaign, utcnow())
     if not is_memory(app.settings.broker_url):
         _actors(app).enqueue_dispatch(campaign.id)
-    _show(app, campaign_id)
+    emit_campaign(app, campaign_id)
 
 
 def _transition(name: str, action, help_text: str) -> click.Command:
@@ -52,7 +46,7 @@ def _transition(name: str, action, help_text: str) -> click.Command:
     def command(app: App, campaign_id: str) -> None:
         with app.sessions.begin() as session:
             action(session, repo.get_campaign(session, campaign_id, for_update=True), utcnow())
-        _show(app, campaign_id)
+        emit_campaign(app, campaign_id)
 
     command.__doc__ = help_text
     return campaigns_group.command(name)(command)

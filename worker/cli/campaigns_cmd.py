@@ -51,6 +51,11 @@ def update(app: App, campaign_id: str, file: str) -> None:
 @click.pass_obj
 def show(app: App, campaign_id: str) -> None:
     """GET /campaigns/:id with status and progress."""
+    emit_campaign(app, campaign_id)
+
+
+def emit_campaign(app: App, campaign_id: str) -> None:
+    """Print the campaign in the seed's shape, with status and progress counted from the ledger."""
     with app.sessions() as session:
         campaign = repo.get_campaign(session, campaign_id)
         emit(repo.campaign_to_seed(session, campaign, repo.progress_of(session, campaign)))
