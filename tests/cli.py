@@ -28,6 +28,7 @@ class CliRunner:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, **env: str) -> None:
         self._capsys = capsys
         monkeypatch.setenv("LOG_FORMAT", "json")
+        monkeypatch.setenv("LOG_LEVEL", "WARNING")  # keep background threads (aiosmtpd) quiet
         for key, value in env.items():
             monkeypatch.setenv(key, value)
 
