@@ -97,6 +97,8 @@ def parse_address(value: Address, *, field: str = "address") -> tuple[str, str]:
     if isinstance(value, tuple):
         name, addr = value[0] or "", value[1]
         _checked(field, name)
+    elif is_valid_address(value):  # the common case, a bare address: no need for the slow parser
+        return "", value
     else:
         _checked(field, value)
         if len(getaddresses([value])) != 1:

@@ -98,7 +98,8 @@ class Batch:
 def open_batches(session: Session, campaign_id: str, size: int, status: str = "pending") -> list[Batch]:
     """Split the campaign's rows in ``status`` into id ranges of at most ``size`` rows (in SQL)."""
     numbered = (
-        select(Recipient.id, ((func.row_number().over(order_by=Recipient.id) - 1) / size).label("grp"))
+        # // is integer division in SQLAlchemy 2 (its / is true division: one group per row).
+        select(Recipient.id, ((func.row_number().over(order_by=Recipient.id) - 1) // size).label("grp"))
         .where(Recipient.campaign_id == campaign_id, Recipient.status == status)
         .subquery()
     )
