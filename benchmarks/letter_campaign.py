@@ -1,0 +1,469 @@
+"""Benchmark: one letter campaign to N recipients through the real service, into a real S3 protocol server.
+
+Creates a fresh PostgreSQL database with N addressed contacts, flushes Redis db 14, starts moto's S3
+server (``moto_server``, a subprocess on 127.0.0.1) with a fresh bucket, then
+``campaign-dispatch worker --processes 2 --threads 2`` (a subprocess) with ``STORAGE_URL=s3://bucket/letters``,
+runs the scheduler's jobs here every 0.5 s, creates an ``execute_now`` letter campaign and times it
+from ``send_at`` to ``completed``, which includes the ZIP of all letters being built. Meanwhile it
+samples each worker process's peak RSS (/proc VmHWM). Then, with the workers stopped, the raw
+WeasyPrint limit: the same letters' HTML (rendered by the project's templating) laid out by
+``renderers.pdf.render_batch`` 50 to a document, in this one process. Checks: the ledger holds N
+``sent`` rows, the ZIP in S3 has N distinct entries, each a PDF. Prints the figures and the command to
+reproduce them, and saves them as JSON in benchmarks/results/.
+
+    .venv/bin/python benchmarks/letter_campaign.py                  # 2,000 letters
+    .venv/bin/python benchmarks/letter_campaign.py --letters 500
+    .venv/bin/python benchmarks/letter_campaign.py --profile         # py-spy each worker: time by package
+
+Threads: rendering is CPU-bound and holds the GIL, so one process gets about one core whatever its
+thread count; 2 threads per process let one thread's S3 PUTs and SQL overlap the other's layout.
+Env: BENCH_PG_ADMIN_URL (as for email_campaign.py), BENCH_LETTER_REDIS_URL (redis://127.0.0.1:6379/11,
+flushed; not email_campaign.py's db 14, so the two can never take each other's messages). Worker tuning variables
+(DELIVERY_BATCH_SIZE, ...) are passed through to the workers and recorded. Exit status: 0 when every
+check held, 1 when one failed, 3 on timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import boto3  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+
+from benchmarks.email_campaign import (  # noqa: E402
+    ADMIN_URL, RESULTS, TUNING, cpu_by_role, cpu_snapshot, log, proc_kib, redis_db_is_ours, spawned_children,
+    start_workers, stop_workers, wait_quiet, wait_ready)
+from benchmarks.letter_render import CONTENT, FIRST, LAST, TEMPLATE  # noqa: E402
+from renderers.pdf import render_batch, render_pdfs  # noqa: E402
+from storage.db import make_engine, safe_identifier  # noqa: E402
+from storage.loader import load_bundle, load_jsonl  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
+from storage.models import Campaign, Contact, Recipient, StoredFile, User  # noqa: E402
+from worker import campaign_service  # noqa: E402
+from worker.actors import declare_actors  # noqa: E402
+from worker.app import App  # noqa: E402
+from worker.broker import make_broker  # noqa: E402
+from worker.campaign_runtime import build_runtime  # noqa: E402
+from worker.logging import configure_logging  # noqa: E402
+from worker.services import tick  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+# Not email_campaign.py's db 14: both flush their db, and one's workers would take the other's messages.
+REDIS_URL = os.environ.get("BENCH_LETTER_REDIS_URL", "redis://127.0.0.1:6379/11")
+TARGET, GOAL, RAW_BATCH = 60, 80, 50
+
+
+# ----------------------------------------------------------------------------- data
+def contact_line(i: int) -> dict:
+    """One seed-shaped contact with a postal address (names with Ø ë é, as letter_render.py)."""
+    fields = {"first_name": FIRST[i % len(FIRST)], "last_name": LAST[i % len(LAST)], "email": f"person{i}@example.com",
+              "address": f"Vesterbrogade {i % 200 + 1}", "zip_code": "1620", "city": "København V",
+              "country": "Denmark"}
+    return {"id": str(uuid.UUID(int=10**9 + i)), "b2c": True, "team_id": 1, "status": None, "user": {"id": 1 + i % 2},
+            "fixed_fields": [{"name": k, "value": v} for k, v in fields.items()], "custom_fields": {},
+            "consent": {"email": {"consent_given": True, "updated_at": ""}}}
+
+
+def bundle() -> dict:
+    users = [{"id": 1, "first_name": "Doe", "last_name": "John", "email": "john@acme.example", "team_id": 1},
+             {"id": 2, "first_name": "Ann", "last_name": "Lee", "email": "ann@acme.example", "team_id": 1}]
+    return {"settings": {"domain_slug": "acme", "consent": {"custom": True, "unsubscribe_url": "https://acme.example/u"}},
+            "teams": [{"id": 1, "name": "Sales"}], "users": users,
+            "templates": [{"id": 3, "type": "letter", "company_id": 1, "title": "Letter", "user_id": 1,
+                           "content": TEMPLATE}]}
+
+
+def payload() -> dict:
+    return {"name": "Spring letter", "type": "letter", "approved": True, "execute_now": True, "template_id": 3,
+            "message": {"content": CONTENT}, "filter": [{"field": "contact.fixed_fields.city", "operator": "nempty"}]}
+
+
+def load_contacts(app: App, n: int, workdir: Path) -> float:
+    path = workdir / "contacts.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps(contact_line(i), ensure_ascii=False) + "\n")
+    started = time.perf_counter()
+    load_bundle(app.sessions, bundle())
+    load_jsonl(app.sessions, path)
+    path.unlink()
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- S3 server, sampler
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server as a subprocess (its CPU and memory are then its own); its endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"moto_server did not start (see {log_path})")
+
+
+class Sampler(threading.Thread):
+    """Every 0.2 s: each worker process's and moto's peak RSS (VmHWM, the kernel's own peak)."""
+
+    def __init__(self, supervisor: int, moto: int) -> None:
+        super().__init__(daemon=True, name="sampler")
+        self.supervisor, self.moto = supervisor, moto
+        self.hwm: dict[int, int] = {}
+        self.moto_hwm = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            for pid in spawned_children(self.supervisor):
+                self.hwm[pid] = max(self.hwm.get(pid, 0), proc_kib(pid, "VmHWM") or 0)
+            self.moto_hwm = max(self.moto_hwm, proc_kib(self.moto, "VmHWM") or 0)
+
+
+# ----------------------------------------------------------------------------- profile
+PACKAGES = [  # (label, path fragment): a sample counts for the frame nearest its leaf that matches one
+    ("weasyprint: layout", "weasyprint/layout/"), ("weasyprint: text (pango)", "weasyprint/text/"),
+    ("weasyprint: css", "weasyprint/css/"), ("weasyprint: boxes", "weasyprint/formatting_structure/"),
+    ("weasyprint: draw", "weasyprint/draw/"), ("weasyprint: pdf write", "weasyprint/pdf/"), ("pdf: pydyf", "pydyf"),
+    ("fonts: fontTools", "fontTools/"), ("html parse", "tinyhtml5/"), ("html parse", "html5lib/"),
+    ("weasyprint: other", "weasyprint/"), ("project: pdf batching", "renderers/pdf"),
+    ("s3: boto3/botocore", "botocore/"), ("s3: boto3/botocore", "boto3/"), ("s3: http", "urllib3/"),
+    ("zip", "zipstream"), ("sql", "sqlalchemy/"), ("sql", "psycopg/"), ("jinja", "jinja2/"),
+    ("broker: dramatiq", "dramatiq/"), ("project: other", "/work/main/"),
+]
+
+
+def start_profilers(pids: list[int], stamp: str) -> list[tuple[subprocess.Popen, Path]]:
+    """py-spy on each worker process (all threads, idle excluded), raw collapsed stacks."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out = []
+    for pid in pids:
+        path = RESULTS / f"letter_campaign-{stamp}-pyspy-{pid}.txt"
+        cmd = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--nonblocking",
+               "--output", str(path)]
+        out.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    return out
+
+
+def summarize_profile(path: Path) -> dict:
+    """Share (%) of the working samples per package (the frame nearest the leaf that matches decides)."""
+    counts: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")[::-1]
+        name = next((label for frame in frames for label, needle in PACKAGES if needle in frame), "other")
+        counts[name] = counts.get(name, 0) + int(n)
+    # py-spy counts a thread blocked in Dramatiq's consumer (waiting for a message) as busy: set it apart.
+    waiting = counts.pop("broker: dramatiq", 0)
+    total = sum(counts.values()) or 1
+    return ({k: round(100 * v / total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+            | {"samples": total, "dramatiq_samples_left_out": waiting})
+
+
+# ----------------------------------------------------------------------------- the run
+def drive(app: App, campaign_id: str, n: int, t_create: float, deadline: float) -> dict:
+    """The scheduler's jobs (with the letter ZIP hook) every 0.5 s until the campaign is final; phase
+    times in seconds from creation, and the ledger's progress (sent rows) at each tick."""
+    broker = make_broker(app.settings.broker_url)
+    actors = declare_actors(broker, app)
+    marks: dict = {"progress": []}
+    try:
+        while True:
+            started = time.monotonic()
+            if started > deadline:
+                raise TimeoutError(f"campaign not final: { {k: v for k, v in marks.items() if k != 'progress'} }")
+            tick(app, actors)
+            with app.sessions() as session:
+                c = session.get(Campaign, campaign_id)
+                status, dispatched, asked = c.status, c.dispatched_at, c.archive_requested_at
+                done = session.scalar(select(func.count()).where(Recipient.campaign_id == campaign_id,
+                                                                 Recipient.status.in_(("sent", "failed"))))
+            now = round(time.monotonic() - t_create, 2)
+            marks["progress"].append((now, done))
+            if status != "pending":
+                marks.setdefault("claimed_s", now)
+            if dispatched is not None:
+                marks.setdefault("fanned_out_s", now)
+            if done:
+                marks.setdefault("first_letters_s", now)
+            if done >= n:
+                marks.setdefault("all_letters_s", now)
+            if asked is not None:
+                marks.setdefault("zip_requested_s", now)
+            if status in ("completed", "failed", "cancelled"):
+                marks["final_s"], marks["status"] = now, status
+                return marks
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
+    finally:
+        broker.close()
+
+
+def steady_rate(progress: list[tuple[float, int]], n: int) -> float | None:
+    """Letters/s in the ledger between 10% and 90% of the campaign (no fan-out, no tail, no ZIP)."""
+    a = next((p for p in progress if p[1] >= n // 10), None)
+    b = next((p for p in progress if p[1] >= n * 9 // 10), None)
+    return round((b[1] - a[1]) / (b[0] - a[0]), 1) if a and b and b[0] > a[0] else None
+
+
+def letters_html(app: App, campaign_id: str) -> list[str]:
+    """Every recipient's letter HTML, as the workers render it (ledger order)."""
+    with app.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
+        contacts = list(session.scalars(select(Contact).join(Recipient, Recipient.contact_id == Contact.id)
+                                        .where(Recipient.campaign_id == campaign_id).order_by(Recipient.id)))
+        users = {u.id: u for u in session.scalars(select(User))}
+        return [runtime.render(c, users.get(c.user_id)).html for c in contacts]
+
+
+def raw_limit(htmls: list[str]) -> dict:
+    """``render_batch`` on chunks of 50 in this process: letters/s, CPU ms per letter, PDF bytes."""
+    render_pdfs(htmls[:2])  # warm up: imports, fonts, the base stylesheet
+    merged_all = True
+    wall, cpu, size = time.perf_counter(), time.process_time(), 0
+    for start in range(0, len(htmls), RAW_BATCH):
+        chunk = htmls[start:start + RAW_BATCH]
+        pdfs = render_batch(chunk)
+        if pdfs is None:  # could not share a document: what the workers would do
+            merged_all, pdfs = False, render_pdfs(chunk)
+        size += sum(map(len, pdfs))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"letters_per_s": round(len(htmls) / wall, 1), "seconds": round(wall, 2),
+            "cpu_ms_per_letter": round(cpu / len(htmls) * 1000, 2), "batch": RAW_BATCH,
+            "all_batches_merged": merged_all, "pdf_bytes_per_letter": round(size / len(htmls))}
+
+
+def verify(app: App, campaign_id: str, n: int) -> dict:
+    """The ledger (N sent) and the ZIP in S3 (N distinct entries, each a PDF)."""
+    with app.sessions() as session:
+        ledger = dict(session.execute(select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign_id)
+                                      .group_by(Recipient.status)).all())
+        campaign = session.get(Campaign, campaign_id)
+        total_sent, file = campaign.total_sent, session.get(StoredFile, campaign.letters_file_id or "")
+    out = {"ledger": ledger, "total_sent": total_sent, "zip_key": file and file.key}
+    if file is not None:
+        data = app.store.get_bytes(file.key)
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+        out |= {"zip_bytes": len(data), "zip_bytes_recorded": file.size, "zip_entries": len(names),
+                "zip_distinct_entries": len(set(names)),
+                "zip_entries_pdf": sum(archive.read(name)[:5] == b"%PDF-" for name in names),
+                "pdf_bytes_per_letter": round(sum(i.file_size for i in archive.infolist()) / max(len(names), 1))}
+    out["ok"] = (ledger == {"sent": n} and total_sent == n and out.get("zip_entries") == n
+                 and out.get("zip_distinct_entries") == n and out.get("zip_entries_pdf") == n)
+    return out
+
+
+def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
+    """Set up, run the campaign, measure the raw limit, verify; clean up whatever was started."""
+    n, deadline = args.letters, time.monotonic() + args.timeout
+    name = safe_identifier(f"cd_bench_letter_{os.getpid()}")
+    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    rds = redis.Redis.from_url(REDIS_URL)
+    workdir = Path(tempfile.mkdtemp(prefix="cd-bench-letters-"))
+    moto = proc = sampler = app = None
+    owned = False  # the Redis db is flushed on the way out only when it was ours
+    workers_log = RESULTS / f"letter_campaign-{stamp}-workers.log"
+    try:
+        moto, endpoint = start_moto(RESULTS / f"letter_campaign-{stamp}-moto.log")
+        os.environ.update(S3_ENV | {"AWS_ENDPOINT_URL_S3": endpoint})  # this process reads the ZIP back too
+        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        storage_url = f"s3://{bucket}/letters"
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
+                              "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"))
+        db_url = admin.url.set(database=name).render_as_string(hide_password=False)
+        redis_db_is_ours(rds)  # refuses a db another run uses (a flush would break it)
+        rds.flushdb()
+        owned = True
+        app = App(Settings(database_url=db_url, broker_url=REDIS_URL, smtp_url=None, storage_url=storage_url,
+                           log_level="WARNING", log_format="json"))
+        upgrade(app.engine)
+        result["load_s"] = round(load_contacts(app, n, workdir), 1)
+        s = app.settings
+        result["settings"] = {"delivery_batch_size": s.delivery_batch_size, "lease_seconds": s.lease_seconds,
+                              "stall_seconds": s.stall_seconds, "storage_url": storage_url}
+        env = {k: v for k, v in os.environ.items() if k != "SMTP_URL"} | {
+            "DATABASE_URL": db_url, "BROKER_URL": REDIS_URL, "STORAGE_URL": storage_url,
+            "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json"}
+        log(f"{n} contacts loaded in {result['load_s']} s; starting workers")
+        proc = start_workers(args, env, workers_log)
+        wait_ready(rds, proc, args.processes, min(deadline, time.monotonic() + 120))
+        children = spawned_children(proc.pid)
+        idle_rss = [proc_kib(pid, "VmRSS") or 0 for pid in children]
+        sampler = Sampler(proc.pid, moto.pid)
+        sampler.start()
+        if args.wait_quiet:
+            log(f"waiting up to {args.wait_quiet:.0f} s for a quiet machine")
+            result["machine_busy_share_before"] = wait_quiet(min(args.wait_quiet, deadline - time.monotonic()))
+        result["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
+        log(f"workers ready ({children}); creating the campaign")
+        profilers = start_profilers(children, stamp) if args.profile else []
+        cpu_before, t_create = cpu_snapshot(), time.monotonic()
+        with app.sessions.begin() as session:
+            campaign_id = campaign_service.create(session, payload(), 1).id
+        marks = drive(app, campaign_id, n, t_create, deadline)
+        cpu = cpu_by_role(cpu_before, cpu_snapshot(), time.monotonic() - t_create, proc.pid, moto.pid)
+        cpu["s3 (moto)"] = cpu.pop("smtp-sink", 0.0)
+        for spy, _ in profilers:
+            spy.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        sampler.stop.set()
+        sampler.join()
+        stop_workers(proc)
+        elapsed, progress = marks["final_s"], marks.pop("progress")
+        result["project"] = {
+            "status": marks["status"], "seconds": elapsed, "letters_per_s": round(n / elapsed, 1),
+            "steady_letters_per_s": steady_rate(progress, n),
+            "phases_s": dict(sorted(((k, v) for k, v in marks.items() if k.endswith("_s")), key=lambda kv: kv[1])),
+            "worker_idle_rss_mib": [round(v / 1024, 1) for v in idle_rss],
+            "worker_peak_rss_mib": [round(v / 1024, 1) for v in sampler.hwm.values()],
+            "worker_processes_seen": len(sampler.hwm), "moto_peak_rss_mib": round(sampler.moto_hwm / 1024, 1),
+            "cpu_seconds": cpu, "worker_cpu_ms_per_letter": round(cpu.get("workers", 0) * 1000 / n, 2)}
+        for spy, path in profilers:
+            spy.wait(30)
+            if path.exists():
+                result.setdefault("profile_pct", {})[path.name] = summarize_profile(path)
+        log(f"campaign {marks['status']} in {elapsed:.1f} s; verifying, then the raw WeasyPrint limit")
+        result["checks"] = verify(app, campaign_id, n)
+        htmls = letters_html(app, campaign_id)
+        result["raw_weasyprint"] = raw_limit(htmls)
+        result["ratio_project_to_raw"] = round(result["project"]["letters_per_s"]
+                                               / result["raw_weasyprint"]["letters_per_s"], 2)
+        rate = result["project"]["letters_per_s"]
+        result["targets_met"] = {f">= {TARGET} letters/s": rate >= TARGET, f"goal >= {GOAL} letters/s": rate >= GOAL}
+        return result["checks"]["ok"] and marks["status"] == "completed"
+    finally:
+        steps = [lambda: sampler and sampler.stop.set(), lambda: proc and stop_workers(proc),
+                 lambda: app and app.close(), lambda: _drop(admin, name), lambda: owned and rds.flushdb(),
+                 lambda: moto and _stop(moto), lambda: shutil.rmtree(workdir, ignore_errors=True)]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - go on with the other cleanups
+                log(f"cleanup failed: {type(exc).__name__}: {exc}")
+
+
+def _drop(admin, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def summary(r: dict) -> str:
+    """The headline figures in a few lines."""
+    p, raw, c = r.get("project", {}), r.get("raw_weasyprint", {}), r.get("checks", {})
+    lines = [f"\n== letter campaign, {r['letters']} letters, {r['processes']} worker processes x {r['threads']} threads, S3 (moto)"]
+    if p:
+        cpu = p["cpu_seconds"]
+        lines += [f"project: {p['letters_per_s']} letters/s send_at -> {p['status']} (ZIP included) in {p['seconds']} s "
+                  f"(steady {p['steady_letters_per_s']} letters/s); phases {p['phases_s']}",
+                  f"worker peak RSS {p['worker_peak_rss_mib']} MiB (idle {p['worker_idle_rss_mib']}); "
+                  f"moto peak RSS {p['moto_peak_rss_mib']} MiB",
+                  f"cpu-s: workers {cpu.get('workers')} ({p['worker_cpu_ms_per_letter']} ms/letter), postgres "
+                  f"{cpu.get('postgres')}, moto {cpu.get('s3 (moto)')}, benchmark {cpu.get('benchmark (scheduler, sampler)')}, "
+                  f"else {cpu['everything else']} (machine busy {cpu['machine busy']} of {cpu['machine capacity']})"]
+    if "zip_bytes" in c:
+        lines.append(f"ZIP: {c['zip_bytes'] / 2**20:.2f} MiB, {c['zip_entries']} entries "
+                     f"({c['pdf_bytes_per_letter'] / 1024:.1f} KiB PDF per letter)")
+    if raw:
+        lines.append(f"raw WeasyPrint, render_batch of {raw['batch']} in one process: {raw['letters_per_s']} letters/s "
+                     f"({raw['cpu_ms_per_letter']} CPU ms/letter); project/raw {r['ratio_project_to_raw']}")
+    for name, met in r.get("targets_met", {}).items():
+        lines.append(f"target {name}: {'met' if met else 'NOT met'}")
+    for name, shares in r.get("profile_pct", {}).items():
+        lines.append(f"profile {name}: " + ", ".join(f"{k} {v}%" for k, v in shares.items() if not k.startswith(("samples", "dramatiq"))))
+    if c:
+        lines.append(f"checks: {'ok' if c['ok'] else 'FAILED'} (ledger {c['ledger']}, ZIP entries {c.get('zip_entries')})")
+    if "error" in r:
+        lines.append(f"error: {r['error']}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--letters", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900, help="watchdog: give up after this (s)")
+    parser.add_argument("--profile", action="store_true", help="py-spy record each worker process (slows it a little)")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="first wait up to S s for the machine to be under 25%% busy")
+    args = parser.parse_args()
+    tuning = {k: os.environ[k] for k in TUNING if k in os.environ}
+    reproduce = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in tuning.items()),
+                          ".venv/bin/python benchmarks/letter_campaign.py", f"--letters {args.letters}",
+                          f"--processes {args.processes} --threads {args.threads}",
+                          *(["--profile"] if args.profile else []),
+                          *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])])
+    configure_logging("json", "WARNING")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.monotonic()
+    result = {"benchmark": "letter_campaign", "letters": args.letters, "processes": args.processes,
+              "threads": args.threads, "tuning_env": tuning, "reproduce": reproduce, "cpus": os.cpu_count(),
+              "git": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                    capture_output=True, text=True, check=False).stdout.strip()}
+    ok = False
+    try:
+        ok = run(args, stamp, result)
+    except TimeoutError as exc:
+        result["error"] = f"watchdog: not done after {args.timeout:.0f} s ({exc})"
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        out = RESULTS / f"letter_campaign-{args.letters}-{stamp}.json"
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(summary(result))
+        print(f"saved: {out.relative_to(ROOT)}\nreproduce: {reproduce}")
+    return 0 if ok else (3 if "watchdog" in result.get("error", "") else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
