@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import Boolean
+from sqlalchemy.types import Boolean, Integer
 
 from storage.addresses import EMAIL_PG, is_email
 from storage.filter_sql import compile_filters
@@ -98,8 +98,10 @@ class Batch:
 def open_batches(session: Session, campaign_id: str, size: int, status: str = "pending") -> list[Batch]:
     """Split the campaign's rows in ``status`` into id ranges of at most ``size`` rows (in SQL)."""
     numbered = (
-        # // is integer division in SQLAlchemy 2 (its / is true division: one group per row).
-        select(Recipient.id, ((func.row_number().over(order_by=Recipient.id) - 1) // size).label("grp"))
+        # Plain SQL integer division. SQLAlchemy 2's / is true division (one group per row) and its //
+        # compiles to FLOOR(), which SQLite has only when built with its math functions.
+        select(Recipient.id, (func.row_number().over(order_by=Recipient.id) - 1).self_group()
+               .op("/", return_type=Integer)(size).label("grp"))
         .where(Recipient.campaign_id == campaign_id, Recipient.status == status)
         .subquery()
     )
