@@ -48,17 +48,25 @@ fi
 
 [ $want_services = 1 ] || exit 0
 
-# Redis on 127.0.0.1:6379, keeping nothing on disk.
-if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {  # wait_port PORT NAME
+  for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.1; done
+  echo "setup: $2 did not start on 127.0.0.1:$1" >&2; exit 1
+}
+
+# Redis on 127.0.0.1:6379, keeping nothing on disk. (The package may start one itself.)
+if ! port_open 6379; then
   apt_install redis-server
-  mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/ci.log
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+  if ! port_open 6379; then
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  fi
+  wait_port 6379 Redis
 fi
 
 # PostgreSQL on 127.0.0.1:5432 with user postgres reachable without a password from localhost.
-if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+if ! port_open 5432; then
   apt_install postgresql
   version=$(ls /etc/postgresql | sort -V | tail -n 1)
   hba=/etc/postgresql/$version/main/pg_hba.conf
@@ -66,6 +74,10 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
     # Trust local TCP connections for the test user only: this is a test machine's set-up.
     sed -i '1i # campaign-dispatch tests\nhost all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
   fi
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 0.1; done
+  if port_open 5432; then  # the package started it: read the new pg_hba.conf
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+  else
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+  wait_port 5432 PostgreSQL
 fi
