@@ -214,13 +214,15 @@ def payload(approved: bool = True) -> dict:
             "filter": [{"field": "contact.fixed_fields.last_name", "operator": "eq", "value": "larsen"}]}
 
 
-def load_contacts(app: App, n: int, workdir: Path) -> float:
+def load_contacts(app: App, n: int, workdir: Path, line=None, make_bundle=None) -> float:
+    """Write ``n`` contacts (``line(i)``) as JSON Lines, load the bundle and them; return seconds."""
+    line, make_bundle = line or contact_line, make_bundle or bundle
     path = workdir / "contacts.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
-            f.write(json.dumps(contact_line(i), ensure_ascii=False) + "\n")
+            f.write(json.dumps(line(i), ensure_ascii=False) + "\n")
     started = time.perf_counter()
-    load_bundle(app.sessions, bundle())
+    load_bundle(app.sessions, make_bundle())
     load_jsonl(app.sessions, path)
     path.unlink()
     return time.perf_counter() - started

@@ -49,13 +49,13 @@ import boto3  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
+from benchmarks import email_campaign as email_bench  # noqa: E402
 from benchmarks.email_campaign import (  # noqa: E402
     ADMIN_URL, RESULTS, TUNING, cpu_by_role, cpu_snapshot, log, proc_kib, redis_db_is_ours, spawned_children,
     start_workers, stop_workers, wait_quiet, wait_ready)
 from benchmarks.letter_render import CONTENT, FIRST, LAST, TEMPLATE  # noqa: E402
 from renderers.pdf import render_batch, render_pdfs  # noqa: E402
 from storage.db import make_engine, safe_identifier  # noqa: E402
-from storage.loader import load_bundle, load_jsonl  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Contact, Recipient, StoredFile, User  # noqa: E402
 from worker import campaign_service  # noqa: E402
@@ -100,15 +100,7 @@ def payload() -> dict:
 
 
 def load_contacts(app: App, n: int, workdir: Path) -> float:
-    path = workdir / "contacts.jsonl"
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(json.dumps(contact_line(i), ensure_ascii=False) + "\n")
-    started = time.perf_counter()
-    load_bundle(app.sessions, bundle())
-    load_jsonl(app.sessions, path)
-    path.unlink()
-    return time.perf_counter() - started
+    return email_bench.load_contacts(app, n, workdir, contact_line, bundle)
 
 
 # ----------------------------------------------------------------------------- S3 server, sampler
