@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, null, or_, select
 from sqlalchemy.orm import Session
 
 from storage.contacts import contact_to_seed
@@ -34,25 +34,27 @@ def _delivery(row: Recipient | None) -> dict[str, Any]:
     return {"status": row.status, "reason": row.reason, "at": fmt(row.updated_at)}
 
 
-def list_recipients(
-    session: Session, campaign: Campaign, *, page: int = 1, per_page: int = 15, search: str | None = None
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of recipients in the seed's shape plus ``delivery``, and the total.
+def _recipients(session: Session, campaign: Campaign) -> tuple[Select, Any]:
+    """(Contact, Recipient or None) rows of the campaign, and the column that orders them.
 
     Before dispatch the filter is evaluated live; once dispatched the ledger is the list (the set
     the campaign actually took), so later contact edits do not change who was a recipient.
     """
     if campaign.dispatched_at is None:
-        query = _search(selected_contacts(session, campaign), search)
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        contacts = session.scalars(query.order_by(Contact.id).offset((page - 1) * per_page).limit(per_page)).all()
-        pairs = [(c, None) for c in contacts]
-    else:
-        query = _search(
-            select(Contact, Recipient).join(Recipient, Recipient.contact_id == Contact.id)
-            .where(Recipient.campaign_id == campaign.id), search)
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        pairs = session.execute(query.order_by(Recipient.id).offset((page - 1) * per_page).limit(per_page)).all()
+        return selected_contacts(session, campaign).add_columns(null()), Contact.id
+    query = (select(Contact, Recipient).join(Recipient, Recipient.contact_id == Contact.id)
+             .where(Recipient.campaign_id == campaign.id))
+    return query, Recipient.id
+
+
+def list_recipients(
+    session: Session, campaign: Campaign, *, page: int = 1, per_page: int = 15, search: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of recipients in the seed's shape plus ``delivery``, and the total."""
+    query, key = _recipients(session, campaign)
+    query = _search(query, search)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pairs = session.execute(query.order_by(key).offset((page - 1) * per_page).limit(per_page)).all()
     user_ids = {c.user_id for c, _ in pairs if c.user_id is not None}
     users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
     items = []
@@ -68,22 +70,16 @@ def iter_recipients(session: Session, campaign: Campaign, page_size: int = 1000)
 
     Memory holds one page; the order and the set are exactly those of ``list_recipients``.
     """
+    query, key = _recipients(session, campaign)
     last = None
     while True:
-        if campaign.dispatched_at is None:
-            query = selected_contacts(session, campaign).order_by(Contact.id).limit(page_size)
-            if last is not None:
-                query = query.where(Contact.id > last)
-            page = [(c, None) for c in session.scalars(query)]
-            last = page[-1][0].id if page else None
-        else:
-            query = (select(Contact, Recipient).join(Recipient, Recipient.contact_id == Contact.id)
-                     .where(Recipient.campaign_id == campaign.id).order_by(Recipient.id).limit(page_size))
-            if last is not None:
-                query = query.where(Recipient.id > last)
-            page = [tuple(row) for row in session.execute(query)]
-            last = page[-1][1].id if page else None
+        page_query = query.order_by(key).limit(page_size)
+        if last is not None:
+            page_query = page_query.where(key > last)
+        page = [tuple(row) for row in session.execute(page_query)]
         if not page:
             return
+        contact, ledger = page[-1]
+        last = contact.id if ledger is None else ledger.id
         yield from page
         session.expunge_all()  # keep the identity map from growing with the export
