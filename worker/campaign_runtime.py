@@ -65,29 +65,31 @@ class CampaignRuntime:
         joiner = "&" if "?" in self.unsubscribe_url else "?"
         return f"{self.unsubscribe_url}{joiner}{urlencode({'contact': contact_id, 'campaign': self.campaign_id})}"
 
-    def context(self, contact: Contact, user: User | None) -> dict[str, Any]:
+    def context(self, contact: Contact, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
         """The template context for one contact (CONTRACT section 4)."""
         return build_context(
             contact_to_seed(contact, user), {"id": self.campaign_id, "name": self.campaign_name}, self.owner,
-            self.unsubscribe_for(contact.id), fixed_field_names=FIXED_FIELD_NAMES)
+            unsubscribe_url, fixed_field_names=FIXED_FIELD_NAMES)
 
-    def render(self, contact: Contact, user: User | None) -> Rendered:
+    def render(self, contact: Contact, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
         """Subject, HTML and text for one contact; raises RenderError."""
         assert self.compiled is not None
+        url = unsubscribe_url or self.unsubscribe_for(contact.id)
         # Letters carry no email unsubscribe footer.
-        return self.compiled.render(self.context(contact, user), footer=self.campaign_type == "email")
+        return self.compiled.render(self.context(contact, user, url), footer=self.campaign_type == "email")
 
     def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""
         assert self.sender is not None
-        rendered = self.render(contact, user)
+        unsubscribe_url = self.unsubscribe_for(contact.id)  # once: in the footer and in the header
+        rendered = self.render(contact, user, unsubscribe_url)
         rcpt = to or contact.email
         data = build_email(
             from_addr=self.sender.from_addr, to_addr=rcpt, subject=subject_prefix + rendered.subject,
             html=rendered.html, text=rendered.text, reply_to=self.sender.reply_to,
             message_id=stable_message_id(self.campaign_id, contact.id if to is None else f"test:{rcpt}",
                                          self.sender.domain),
-            list_unsubscribe=self.unsubscribe_for(contact.id),
+            list_unsubscribe=unsubscribe_url,
         )
         return Email(rcpt=rcpt, envelope_from=self.sender.from_addr, data=data, html=rendered.html)
 
