@@ -16,16 +16,16 @@ def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: flo
     """The scheduler's finalise hook. Returns False while the campaign must wait (its ZIP is being built)."""
 
     def hook(session: Session, campaign: Campaign) -> bool:
-        if campaign.task:
+        if campaign.type == "letter" and campaign.letters_file_id is None:
+            now = utcnow()
+            asked = campaign.archive_requested_at
+            if asked is None or asked < now - timedelta(seconds=rerequest_after):
+                campaign.archive_requested_at = now
+                session.flush()
+                enqueue_archive(campaign.id)
+            return False
+        if campaign.task:  # once, when nothing else is waited for (dealing is idempotent anyway)
             deal_tasks(session, campaign)
-        if campaign.type != "letter" or campaign.letters_file_id is not None:
-            return True
-        now = utcnow()
-        asked = campaign.archive_requested_at
-        if asked is None or asked < now - timedelta(seconds=rerequest_after):
-            campaign.archive_requested_at = now
-            session.flush()
-            enqueue_archive(campaign.id)
-        return False
+        return True
 
     return hook
