@@ -130,8 +130,10 @@ def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
     return sorted((Claimed(*row) for row in result.all()), key=lambda c: c.id)
 
 
-def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | None]], now: datetime) -> int:
-    """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons.
+def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | None]], now: datetime,
+           artifact_key: str | None = None) -> int:
+    """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons, and
+    ``artifact_key`` (where what was made for them is stored) when given.
 
     One UPDATE per distinct reason; returns the rows that changed. The campaign row is not
     touched here: workers finishing batches in parallel would queue on its lock.
@@ -144,7 +146,8 @@ def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | No
         result = session.execute(
             update(Recipient)
             .where(Recipient.id.in_(ids), Recipient.status == "sending")
-            .values(status=status, reason=reason, updated_at=now)
+            .values(status=status, reason=reason, updated_at=now,
+                    **({"artifact_key": artifact_key} if artifact_key else {}))
             .execution_options(synchronize_session=False)
         )
         changed += result.rowcount

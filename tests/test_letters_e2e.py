@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 import zipfile
 
+import boto3
 import pypdf
 from sqlalchemy import select
 
@@ -82,6 +83,10 @@ def test_letters_zip_through_presigned_url(pg_db, redis_url, smtp_server, s3_env
         text = texts[str(uuid.UUID(int=10_000 + i))]
         assert f"{first_name} {last_name}" in text and "ACME A/S" in text
     assert all(archive.read(e).startswith(b"%PDF-") for e in entries)
+    # the batch parts the PDFs were kept in while sending are gone: the campaign keeps its ZIP only
+    listing = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix=f"campaigns/letters/{campaign_id}/")
+    (stored,) = [item["Key"] for item in listing.get("Contents", [])]
+    assert stored.endswith(".zip") and "/parts/" not in stored
 
     with app.sessions() as session:
         ledger = dict(session.execute(select(Recipient.contact_id, Recipient.reason)

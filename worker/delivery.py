@@ -95,7 +95,8 @@ def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
     again = [(row, reply) for row, reply in outcomes.transient if row.attempts < app.settings.max_attempts]
     with app.sessions.begin() as session:
         _archive(session, batch.campaign_id, outcomes.sent)
-        done = finish(session, "sent", [(row_id, None) for row_id, _, _ in outcomes.sent], now)
+        done = finish(session, "sent", [(row_id, None) for row_id, _, _ in outcomes.sent], now,
+                      artifact_key=outcomes.artifact_key)
         done += finish(session, "failed", outcomes.failed + give_up, now)
         done += finish(session, "skipped", outcomes.skipped, now)
         release(session, [row.id for row, _ in again], now, reason=again[0][1] if again else None)

@@ -16,6 +16,7 @@ class Outcomes:
     failed: list[tuple[int, str]] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     transient: list[tuple[Claimed, str]] = field(default_factory=list)
+    artifact_key: str | None = None  # where the sent rows' artifacts are stored (letters: their PDFs)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""The letters ZIP is built from the batch parts the ledger names: each sent letter once, no other."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from storage.models import Campaign, Recipient, StoredFile
+from tests.e2e import contact, load, make_app
+from tests.test_letters_e2e import letter_bundle, letter_payload
+from worker import campaign_service
+from worker.letters import LetterMissing, build_archive, pack_part, part_key
+
+
+def _campaign_with_ledger(app, rows):
+    """A letter campaign whose ledger holds ``rows``: (contact index, status, artifact key or None)."""
+    load(app, letter_bundle([contact(i, address=f"Street {i}", city="Aarhus") for i in range(4)]))
+    with app.sessions.begin() as session:
+        campaign_id = campaign_service.create(session, letter_payload(), 1).id
+        session.get(Campaign, campaign_id).status = "sending"
+        ids = []
+        for i, status, key in rows:
+            row = Recipient(campaign_id=campaign_id, contact_id=contact(i)["id"], status=status,
+                            artifact_key=key(campaign_id) if key else None)
+            session.add(row)
+            session.flush()
+            ids.append(row.id)
+    return campaign_id, ids
+
+
+def test_zip_takes_each_letter_from_the_part_its_row_names(db_url, tmp_path):
+    app = make_app(db_url, "redis://127.0.0.1:6379/15", None, storage_url=tmp_path.as_uri())
+    keys: dict[str, str] = {}
+
+    def key_of(label):
+        return lambda campaign_id: keys.setdefault(label, part_key(campaign_id, 1))
+
+    campaign_id, ids = _campaign_with_ledger(app, [
+        (0, "sent", key_of("first")), (1, "sent", key_of("first")), (2, "sent", key_of("retry")),
+        (3, "failed", None)])
+    store = app.store
+    # row 2 was rendered twice: its row names the part of the attempt that marked it sent
+    store.put_bytes(keys["first"], pack_part([(ids[0], b"%PDF-a"), (ids[1], b"%PDF-b")]), "application/zip")
+    store.put_bytes(keys["retry"], pack_part([(ids[2], b"%PDF-c")]), "application/zip")
+    orphan = part_key(campaign_id, ids[2])  # the attempt that crashed before marking: no row names it
+    store.put_bytes(orphan, pack_part([(ids[2], b"%PDF-stale"), (ids[3], b"%PDF-failed")]), "application/zip")
+
+    file_id = build_archive(app, campaign_id)
+
+    with app.sessions() as session:
+        zip_key = session.get(StoredFile, file_id).key
+    archive = zipfile.ZipFile(io.BytesIO(store.get_bytes(zip_key)))
+    contents = {name: archive.read(name) for name in archive.namelist()}
+    assert sorted(contents.values()) == [b"%PDF-a", b"%PDF-b", b"%PDF-c"]
+    for i, data in enumerate((b"%PDF-a", b"%PDF-b", b"%PDF-c")):
+        (name,) = [n for n, d in contents.items() if d == data]
+        assert contact(i)["id"] in name
+    # the parts the ZIP was built from are deleted; the orphan only takes space
+    assert not store.exists(keys["first"]) and not store.exists(keys["retry"])
+    assert build_archive(app, campaign_id) is None  # a second run leaves the ZIP alone
+
+
+def test_a_sent_letter_without_a_part_stops_the_zip(db_url, tmp_path):
+    app = make_app(db_url, "redis://127.0.0.1:6379/15", None, storage_url=tmp_path.as_uri())
+    campaign_id, _ = _campaign_with_ledger(app, [(0, "sent", None)])
+    with pytest.raises(LetterMissing, match="names no stored PDF"):
+        build_archive(app, campaign_id)
+    with app.sessions() as session:
+        assert session.get(Campaign, campaign_id).letters_file_id is None
