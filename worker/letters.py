@@ -9,8 +9,10 @@ between storing and marking) are unnamed by any row and so never reach the ZIP.
 
 from __future__ import annotations
 
+import gc
 import html
 import io
+import threading
 import uuid
 import zipfile
 
@@ -61,16 +63,26 @@ def _pdfs(htmls: list[str]) -> list[bytes | RenderError]:
         return results
 
 
+# Laying out letters is pure CPU under the GIL: two threads of a process doing it at once interleave
+# and both slow down (2 processes x 2 threads: 63 ms of worker CPU a letter; x 1 thread: 49 ms,
+# benchmarks/letter_campaign.py). So a process renders one batch at a time; its other threads go on
+# with I/O (storing parts, sending email) meanwhile.
+_RENDERING = threading.Lock()
+
+
 def render_letters(app: App, runtime: CampaignRuntime, ready: list[Ready], outcomes: Outcomes) -> None:
     """Render each recipient's letter (laid out in batches), store the PDFs as one part, archive the HTML."""
     rendered: list[tuple[Ready, str]] = []
-    for item in ready:
-        try:
-            rendered.append((item, runtime.render(item.contact, item.user).html))
-        except RenderError as exc:
-            outcomes.failed.append((item.row.id, str(exc)))
+    with _RENDERING:
+        for item in ready:
+            try:
+                rendered.append((item, runtime.render(item.contact, item.user).html))
+            except RenderError as exc:
+                outcomes.failed.append((item.row.id, str(exc)))
+        pdfs = _pdfs([markup for _, markup in rendered])
+        gc.collect()  # the laid-out documents are cyclic garbage now: free it (see worker.services.tune_gc)
     done: list[tuple[Ready, str, bytes]] = []
-    for (item, markup), pdf in zip(rendered, _pdfs([markup for _, markup in rendered])):
+    for (item, markup), pdf in zip(rendered, pdfs):
         if isinstance(pdf, RenderError):
             outcomes.failed.append((item.row.id, f"PDF: {pdf}"))
         else:
