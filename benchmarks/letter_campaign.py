@@ -13,10 +13,14 @@ reproduce them, and saves them as JSON in benchmarks/results/.
 
     .venv/bin/python benchmarks/letter_campaign.py                  # 2,000 letters
     .venv/bin/python benchmarks/letter_campaign.py --letters 500
+    .venv/bin/python benchmarks/letter_campaign.py --letter short    # a lighter letter (no table, no footer)
     .venv/bin/python benchmarks/letter_campaign.py --profile         # py-spy each worker: time by package
 
-Threads: rendering is CPU-bound and holds the GIL, so one process gets about one core whatever its
-thread count; 2 threads per process let one thread's S3 PUTs and SQL overlap the other's layout.
+Letters: ``invoice`` (the default: sender, address window, an item table, a page footer) and ``short``
+(the same frame around three paragraphs), from benchmarks/letter_render.py. Threads: rendering is
+CPU-bound under the GIL, so a process renders one batch at a time whatever its thread count; its
+other thread stores parts and talks to the database meanwhile. The raw limit runs with the workers'
+garbage-collector settings (worker.services.tune_gc, a collection after each batch).
 Env: BENCH_PG_ADMIN_URL (as for email_campaign.py), BENCH_LETTER_REDIS_URL (redis://127.0.0.1:6379/11,
 flushed; not email_campaign.py's db 14, so the two can never take each other's messages). Worker tuning variables
 (DELIVERY_BATCH_SIZE, ...) are passed through to the workers and recorded. Exit status: 0 when every
@@ -26,6 +30,7 @@ check held, 1 when one failed, 3 on timeout.
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -53,7 +58,7 @@ from benchmarks import email_campaign as email_bench  # noqa: E402
 from benchmarks.email_campaign import (  # noqa: E402
     ADMIN_URL, RESULTS, TUNING, cpu_by_role, cpu_snapshot, log, proc_kib, redis_db_is_ours, spawned_children,
     start_workers, stop_workers, wait_quiet, wait_ready)
-from benchmarks.letter_render import CONTENT, FIRST, LAST, TEMPLATE  # noqa: E402
+from benchmarks.letter_render import FIRST, LAST, LETTERS  # noqa: E402
 from renderers.pdf import render_batch, render_pdfs  # noqa: E402
 from storage.db import make_engine, safe_identifier  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
@@ -64,7 +69,7 @@ from worker.app import App  # noqa: E402
 from worker.broker import make_broker  # noqa: E402
 from worker.campaign_runtime import build_runtime  # noqa: E402
 from worker.logging import configure_logging  # noqa: E402
-from worker.services import tick  # noqa: E402
+from worker.services import tick, tune_gc  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -85,22 +90,22 @@ def contact_line(i: int) -> dict:
             "consent": {"email": {"consent_given": True, "updated_at": ""}}}
 
 
-def bundle() -> dict:
+def bundle(kind: str = "invoice") -> dict:
     users = [{"id": 1, "first_name": "Doe", "last_name": "John", "email": "john@acme.example", "team_id": 1},
              {"id": 2, "first_name": "Ann", "last_name": "Lee", "email": "ann@acme.example", "team_id": 1}]
     return {"settings": {"domain_slug": "acme", "consent": {"custom": True, "unsubscribe_url": "https://acme.example/u"}},
             "teams": [{"id": 1, "name": "Sales"}], "users": users,
             "templates": [{"id": 3, "type": "letter", "company_id": 1, "title": "Letter", "user_id": 1,
-                           "content": TEMPLATE}]}
+                           "content": LETTERS[kind][0]}]}
 
 
-def payload() -> dict:
+def payload(kind: str = "invoice") -> dict:
     return {"name": "Spring letter", "type": "letter", "approved": True, "execute_now": True, "template_id": 3,
-            "message": {"content": CONTENT}, "filter": [{"field": "contact.fixed_fields.city", "operator": "nempty"}]}
+            "message": {"content": LETTERS[kind][1]}, "filter": [{"field": "contact.fixed_fields.city", "operator": "nempty"}]}
 
 
-def load_contacts(app: App, n: int, workdir: Path) -> float:
-    return email_bench.load_contacts(app, n, workdir, contact_line, bundle)
+def load_contacts(app: App, n: int, workdir: Path, kind: str) -> float:
+    return email_bench.load_contacts(app, n, workdir, contact_line, lambda: bundle(kind))
 
 
 # ----------------------------------------------------------------------------- S3 server, sampler
@@ -244,8 +249,10 @@ def letters_html(app: App, campaign_id: str) -> list[str]:
 
 
 def raw_limit(htmls: list[str]) -> dict:
-    """``render_batch`` on chunks of 50 in this process: letters/s, CPU ms per letter, PDF bytes."""
+    """``render_batch`` on chunks of 50 in this process, collecting garbage as a worker does:
+    letters/s, CPU ms per letter, PDF bytes."""
     render_pdfs(htmls[:2])  # warm up: imports, fonts, the base stylesheet
+    tune_gc()
     merged_all = True
     wall, cpu, size = time.perf_counter(), time.process_time(), 0
     for start in range(0, len(htmls), RAW_BATCH):
@@ -254,6 +261,7 @@ def raw_limit(htmls: list[str]) -> dict:
         if pdfs is None:  # could not share a document: what the workers would do
             merged_all, pdfs = False, render_pdfs(chunk)
         size += sum(map(len, pdfs))
+        gc.collect()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"letters_per_s": round(len(htmls) / wall, 1), "seconds": round(wall, 2),
             "cpu_ms_per_letter": round(cpu / len(htmls) * 1000, 2), "batch": RAW_BATCH,
@@ -307,7 +315,7 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         app = App(Settings(database_url=db_url, broker_url=REDIS_URL, smtp_url=None, storage_url=storage_url,
                            log_level="WARNING", log_format="json"))
         upgrade(app.engine)
-        result["load_s"] = round(load_contacts(app, n, workdir), 1)
+        result["load_s"] = round(load_contacts(app, n, workdir, args.letter), 1)
         s = app.settings
         result["settings"] = {"delivery_batch_size": s.delivery_batch_size, "lease_seconds": s.lease_seconds,
                               "stall_seconds": s.stall_seconds, "storage_url": storage_url}
@@ -329,7 +337,7 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         profilers = start_profilers(children, stamp) if args.profile else []
         cpu_before, t_create = cpu_snapshot(), time.monotonic()
         with app.sessions.begin() as session:
-            campaign_id = campaign_service.create(session, payload(), 1).id
+            campaign_id = campaign_service.create(session, payload(args.letter), 1).id
         marks = drive(app, campaign_id, n, t_create, deadline)
         cpu = cpu_by_role(cpu_before, cpu_snapshot(), time.monotonic() - t_create, proc.pid, moto.pid)
         cpu["s3 (moto)"] = cpu.pop("smtp-sink", 0.0)
@@ -390,7 +398,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def summary(r: dict) -> str:
     """The headline figures in a few lines."""
     p, raw, c = r.get("project", {}), r.get("raw_weasyprint", {}), r.get("checks", {})
-    lines = [f"\n== letter campaign, {r['letters']} letters, {r['processes']} worker processes x {r['threads']} threads, S3 (moto)"]
+    lines = [f"\n== letter campaign, {r['letters']} {r['letter']} letters, {r['processes']} worker processes x {r['threads']} threads, S3 (moto)"]
     if p:
         cpu = p["cpu_seconds"]
         lines += [f"project: {p['letters_per_s']} letters/s send_at -> {p['status']} (ZIP included) in {p['seconds']} s "
@@ -420,6 +428,8 @@ def summary(r: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--letters", type=int, default=2000)
+    parser.add_argument("--letter", choices=sorted(LETTERS), default="invoice",
+                        help="invoice: with an item table and a page footer; short: three paragraphs")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900, help="watchdog: give up after this (s)")
@@ -430,13 +440,15 @@ def main() -> int:
     tuning = {k: os.environ[k] for k in TUNING if k in os.environ}
     reproduce = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in tuning.items()),
                           ".venv/bin/python benchmarks/letter_campaign.py", f"--letters {args.letters}",
+                          *([f"--letter {args.letter}"] if args.letter != "invoice" else []),
                           f"--processes {args.processes} --threads {args.threads}",
                           *(["--profile"] if args.profile else []),
                           *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])])
     configure_logging("json", "WARNING")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.monotonic()
-    result = {"benchmark": "letter_campaign", "letters": args.letters, "processes": args.processes,
+    result = {"benchmark": "letter_campaign", "letters": args.letters, "letter": args.letter,
+              "processes": args.processes,
               "threads": args.threads, "tuning_env": tuning, "reproduce": reproduce, "cpus": os.cpu_count(),
               "git": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                     capture_output=True, text=True, check=False).stdout.strip()}

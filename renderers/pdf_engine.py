@@ -84,9 +84,10 @@ def _font_config(css: str) -> FontConfiguration:
     return _local.config
 
 
-def _layout(source: HTML, css: str) -> Document:
+def _layout(source: HTML, css: str, user_css: CSS | None = None) -> Document:
+    stylesheets = [_base_css()] if user_css is None else [_base_css(), user_css]
     try:
-        document = source.render(stylesheets=[_base_css()], font_config=_font_config(css))
+        document = source.render(stylesheets=stylesheets, font_config=_font_config(css))
     except Exception as exc:  # WeasyPrint's errors have no common base class
         raise RenderError(f"letter: the PDF could not be laid out: {exc}") from exc
     document.metadata.attachments = []
