@@ -101,11 +101,11 @@ def letters(count: int, css_rules: int = 0, kind: str = "invoice") -> list[str]:
     return out
 
 
-def measure(mode: str, count: int, batch: int, css_rules: int) -> dict:
+def measure(mode: str, count: int, batch: int, css_rules: int, kind: str = "invoice") -> dict:
     """Run one mode in this process; the parent starts one process per mode."""
     from renderers import pdf, zipstream
 
-    htmls = letters(count, css_rules)
+    htmls = letters(count, css_rules, kind)
     if mode == "weasyprint":
         from weasyprint import HTML
 
@@ -164,23 +164,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--letters", type=int, default=500)
     parser.add_argument("--batch", type=int, default=50, help="letters per render_pdfs call")
+    parser.add_argument("--letter", choices=sorted(LETTERS), default="invoice",
+                        help="invoice: with an item table and a page footer; short: three paragraphs")
     parser.add_argument("--css-rules", type=int, default=0,
                         help="rules added to the template's stylesheet (it has 13)")
     parser.add_argument("--mode", choices=["weasyprint", "single", "batched"],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(measure(args.mode, args.letters, args.batch, args.css_rules)))
+        print(json.dumps(measure(args.mode, args.letters, args.batch, args.css_rules, args.letter)))
         return
     print(f"command: .venv/bin/python benchmarks/letter_render.py --letters {args.letters} "
-          f"--batch {args.batch} --css-rules {args.css_rules}")
+          f"--batch {args.batch} --css-rules {args.css_rules} --letter {args.letter}")
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} CPUs (wall time suffers from other load, CPU time less)")
     print(f"libharfbuzz-subset0 installed: {'yes' if harfbuzz_subset() else 'NO (slow fontTools)'}")
     for mode in ("weasyprint", "single", "batched"):
         out = subprocess.run([sys.executable, __file__, "--mode", mode, "--letters",
                               str(args.letters), "--batch", str(args.batch),
-                              "--css-rules", str(args.css_rules)],
+                              "--css-rules", str(args.css_rules), "--letter", args.letter],
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         merged = " (merged into one document per batch)" if r["merged"] else ""

@@ -238,6 +238,20 @@ def test_error_inside_the_writer_leaves_nothing_behind(store, written):
         assert _open_uploads(store) == []  # the multipart upload was aborted, no parts linger
 
 
+def test_delete_all_removes_one_folder_and_nothing_beside_it(store):
+    for n in range(3):
+        store.put_bytes(make_key("letters", "6", "parts", f"{n}.zip"), b"part", "application/zip")
+    store.put_bytes(make_key("letters", "6", "letters.zip"), b"zip", "application/zip")
+    store.put_bytes(make_key("letters", "60", "parts", "0.zip"), b"other campaign", "application/zip")
+
+    assert store.delete_all(make_key("letters", "6", "parts")) == 3
+    assert _stored_keys(store) == sorted(_stored_name(store, key) for key in (
+        make_key("letters", "6", "letters.zip"), make_key("letters", "60", "parts", "0.zip")))
+    assert store.delete_all(make_key("letters", "6", "parts")) == 0  # nothing left: not an error
+    with pytest.raises(ValueError):
+        store.delete_all("letters/../..")
+
+
 def test_failed_rewrite_keeps_the_previous_object(store):
     key = make_key("exports", "2.xlsx")
     store.put_bytes(key, b"version one", "application/octet-stream")

@@ -4,7 +4,8 @@ A batch's PDFs are stored together, as one uncompressed ZIP (a "part") under the
 ledger row marked sent names its part (``recipients.artifact_key``). One object per batch rather than
 per letter: 50 times fewer requests to the object store while sending, and the final ZIP reads a part
 per 50 letters instead of an object per letter. Parts of attempts that never got recorded (a crash
-between storing and marking) are unnamed by any row and so never reach the ZIP.
+between storing and marking) are named by no row, so they never reach the ZIP; all of a campaign's
+parts are deleted once its ZIP is recorded.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def build_archive(app: App, campaign_id: str) -> str | None:
     """Stream every sent letter of the campaign into one ZIP in storage; return its file id.
 
     Memory holds one part (a batch's PDFs) at a time. Safe to run twice: a campaign that has its
-    ZIP is left alone. The parts are deleted once the ZIP is recorded.
+    ZIP is left alone. All the campaign's parts are deleted once the ZIP is recorded.
     """
     with app.sessions() as session:
         campaign = session.get(Campaign, campaign_id)
@@ -148,15 +149,14 @@ def build_archive(app: App, campaign_id: str) -> str | None:
         app.store.delete(key)
         return None
     log.info("letters.archived", campaign_id=campaign_id, letters=count, bytes=size, parts=len(parts))
-    _delete_parts(app, campaign_id, parts)
+    _delete_parts(app, campaign_id)
     notify_owner(app, campaign_id, count)
     return file_id
 
 
-def _delete_parts(app: App, campaign_id: str, parts: list[str]) -> None:
+def _delete_parts(app: App, campaign_id: str) -> None:
     try:
-        for key in parts:
-            app.store.delete(key)
+        app.store.delete_all(make_key("letters", campaign_id, "parts"))
     except Exception as exc:  # noqa: BLE001 - the ZIP is ready; leftover parts only take space
         log.warning("letters.parts_not_deleted", campaign_id=campaign_id, error=str(exc))
 

@@ -98,6 +98,10 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
 
+    @abstractmethod
+    def delete_all(self, folder: str) -> int:
+        """Remove every object whose key starts with ``folder + "/"``; return how many there were."""
+
 
 class StreamWriter(io.RawIOBase):
     """A write-only, non-seekable binary stream that counts what it was given (``tell()``).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,3 +90,11 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_all(self, folder: str) -> int:
+        path = self.path(folder)
+        if not path.is_dir():
+            return 0
+        count = sum(1 for item in path.rglob("*") if item.is_file() and not item.name.startswith("."))
+        shutil.rmtree(path)
+        return count

@@ -180,3 +180,17 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def delete_all(self, folder: str) -> int:
+        count = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.object_key(folder) + "/")
+        for page in pages:  # at most 1,000 keys a page: what one delete_objects call takes
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                if response.get("Errors"):
+                    error = response["Errors"][0]
+                    raise RuntimeError(f"S3 refused to delete {error.get('Key')!r}: {error.get('Message')}")
+                count += len(keys)
+        return count
