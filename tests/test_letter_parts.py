@@ -11,6 +11,7 @@ from storage.models import Campaign, Recipient, StoredFile
 from tests.e2e import contact, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
 from worker import campaign_service
+from storage.objectstore import ObjectMissing
 from worker.letters import LetterMissing, build_archive, pack_part, part_key
 
 
@@ -70,3 +71,37 @@ def test_a_sent_letter_without_a_part_stops_the_zip(db_url, tmp_path):
         build_archive(app, campaign_id)
     with app.sessions() as session:
         assert session.get(Campaign, campaign_id).letters_file_id is None
+
+
+def test_a_zip_built_meanwhile_by_another_worker_wins(db_url, tmp_path):
+    app = make_app(db_url, "redis://127.0.0.1:6379/15", None, storage_url=tmp_path.as_uri())
+    keys: dict[str, str] = {}
+    campaign_id, ids = _campaign_with_ledger(
+        app, [(0, "sent", lambda cid: keys.setdefault("part", part_key(cid, 1)))])
+    store = app.store
+    store.put_bytes(keys["part"], pack_part([(ids[0], b"%PDF-a")]), "application/zip")
+    theirs = build_archive(app, campaign_id)  # the other worker's ZIP, recorded; the parts deleted
+    with app.sessions.begin() as session:  # as seen by a worker that started before it was recorded
+        session.get(Campaign, campaign_id).letters_file_id = None
+    read = store.get_bytes
+
+    def parts_gone_meanwhile(key):
+        if "/parts/" in key:
+            with app.sessions.begin() as session:
+                session.get(Campaign, campaign_id).letters_file_id = theirs
+        return read(key)
+
+    store.get_bytes = parts_gone_meanwhile
+    assert build_archive(app, campaign_id) is None
+    with app.sessions() as session:
+        assert session.get(Campaign, campaign_id).letters_file_id == theirs
+        assert session.query(StoredFile).count() == 1
+    assert sorted(p.name for p in tmp_path.rglob("*.zip")) == [f"letters-{theirs}.zip"]
+
+
+def test_a_missing_part_stops_the_zip_while_none_exists(db_url, tmp_path):
+    app = make_app(db_url, "redis://127.0.0.1:6379/15", None, storage_url=tmp_path.as_uri())
+    campaign_id, _ = _campaign_with_ledger(app, [(0, "sent", lambda cid: part_key(cid, 1))])
+    with pytest.raises(ObjectMissing):
+        build_archive(app, campaign_id)
+    assert not list(tmp_path.rglob("*.zip"))

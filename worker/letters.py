@@ -25,7 +25,7 @@ from renderers.mime import build_email
 from renderers.pdf import render_pdf, render_pdfs
 from renderers.zipstream import safe_entry_name, write_zip
 from storage.models import Campaign, CampaignSettings, Contact, Recipient, StoredFile, User
-from storage.objectstore import make_key
+from storage.objectstore import ObjectMissing, make_key
 from worker.addressing import NoSendingDomain, sender_for
 from worker.app import App
 from worker.campaign_runtime import CampaignRuntime
@@ -110,10 +110,8 @@ def build_archive(app: App, campaign_id: str) -> str | None:
     Memory holds one part (a batch's PDFs) at a time. Safe to run twice: a campaign that has its
     ZIP is left alone. All the campaign's parts are deleted once the ZIP is recorded.
     """
-    with app.sessions() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None or campaign.letters_file_id is not None:
-            return None
+    if _nothing_to_build(app, campaign_id):
+        return None
     file_id = str(uuid.uuid4())
     key = make_key("letters", campaign_id, f"letters-{file_id}.zip")
     used: set[str] = set()
@@ -136,8 +134,13 @@ def build_archive(app: App, campaign_id: str) -> str | None:
                 hint = "-".join(bit for bit in (last, first) if bit)
                 yield safe_entry_name(contact_id, hint, used), part.read(f"{row_id}.pdf")
 
-        with app.store.open_writer(key, "application/zip") as target:
-            count = write_zip(target, entries())
+        try:
+            with app.store.open_writer(key, "application/zip") as target:
+                count = write_zip(target, entries())
+        except ObjectMissing:
+            if _nothing_to_build(app, campaign_id):  # another worker built it meanwhile, parts removed
+                return None
+            raise
     size = app.store.size(key)
     with app.sessions.begin() as session:
         session.add(StoredFile(id=file_id, key=key, name=f"letters-{campaign_id}.zip",
@@ -152,6 +155,13 @@ def build_archive(app: App, campaign_id: str) -> str | None:
     _delete_parts(app, campaign_id)
     notify_owner(app, campaign_id, count)
     return file_id
+
+
+def _nothing_to_build(app: App, campaign_id: str) -> bool:
+    """The campaign has its ZIP already, or is gone."""
+    with app.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        return campaign is None or campaign.letters_file_id is not None
 
 
 def _delete_parts(app: App, campaign_id: str) -> None:
