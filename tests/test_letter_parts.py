@@ -8,10 +8,10 @@ import zipfile
 import pytest
 
 from storage.models import Campaign, Recipient, StoredFile
+from storage.objectstore import ObjectMissing
 from tests.e2e import contact, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
 from worker import campaign_service
-from storage.objectstore import ObjectMissing
 from worker.letters import LetterMissing, build_archive, pack_part, part_key
 
 
