@@ -6,10 +6,12 @@ import io
 import zipfile
 
 import pytest
+from sqlalchemy import select
 
 from storage.models import Campaign, Recipient, StoredFile
 from storage.objectstore import ObjectMissing
-from tests.e2e import contact, load, make_app
+from tests.cli import CliRunner
+from tests.e2e import contact, drive, in_process_worker, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
 from worker import campaign_service
 from worker.letters import LetterMissing, build_archive, pack_part, part_key
@@ -105,3 +107,26 @@ def test_a_missing_part_stops_the_zip_while_none_exists(db_url, tmp_path):
     with pytest.raises(ObjectMissing):
         build_archive(app, campaign_id)
     assert not list(tmp_path.rglob("*.zip"))
+
+
+def test_letters_that_cannot_be_stored_are_retried_then_failed_with_the_reason(pg_db, redis_url, tmp_path,
+                                                                                monkeypatch, capsys):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("the object store's root is a file: every write fails")
+    app = make_app(pg_db, redis_url, None, storage_url=blocker.as_uri(), max_attempts=2,
+                   retry_base_seconds=0.1)
+    load(app, letter_bundle([contact(i, address=f"Street {i}", city="Aarhus") for i in range(3)]))
+    with app.sessions.begin() as session:
+        campaign_id = campaign_service.create(session, letter_payload(), 1).id
+    with in_process_worker(app) as actors:
+        status = drive(app, actors, campaign_id)
+    with app.sessions() as session:
+        rows = session.scalars(select(Recipient).where(Recipient.campaign_id == campaign_id)).all()
+        campaign = session.get(Campaign, campaign_id)
+    assert status == "failed" and campaign.total_sent == 0
+    assert len(rows) == 3 and {row.status for row in rows} == {"failed"}
+    assert all(row.attempts == 2 and "storage:" in row.reason for row in rows)
+    # no ZIP was waited for, and asking for one says why there is none
+    cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, STORAGE_URL=blocker.as_uri())
+    answer = cli("campaigns", "letters", campaign_id)
+    assert answer.code == 4 and answer.json["message"].endswith("is failed and has no letters ZIP: no letter was sent")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from storage.models import Campaign
+from storage.models import Campaign, Recipient
 from storage.timefmt import now as utcnow
 from worker.tasks import deal_tasks
 
@@ -16,7 +17,7 @@ def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: flo
     """The scheduler's finalise hook. Returns False while the campaign must wait (its ZIP is being built)."""
 
     def hook(session: Session, campaign: Campaign) -> bool:
-        if campaign.type == "letter" and campaign.letters_file_id is None:
+        if campaign.type == "letter" and campaign.letters_file_id is None and _any_sent(session, campaign.id):
             now = utcnow()
             asked = campaign.archive_requested_at
             if asked is None or asked < now - timedelta(seconds=rerequest_after):
@@ -29,3 +30,9 @@ def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: flo
         return True
 
     return hook
+
+
+def _any_sent(session: Session, campaign_id: str) -> bool:
+    # A letter campaign that sent nothing (all failed or skipped) has no letters to zip.
+    return bool(session.scalar(select(exists().where(Recipient.campaign_id == campaign_id,
+                                                     Recipient.status == "sent"))))

@@ -34,6 +34,9 @@ def letters(app: App, campaign_id: str) -> None:
         if campaign.type != "letter":
             raise Conflict(f"campaign {campaign.id} is a {campaign.type} campaign: it has no letters")
         file = session.get(StoredFile, campaign.letters_file_id) if campaign.letters_file_id else None
+        if file is None and campaign.status in ("completed", "failed", "cancelled"):
+            raise Conflict(f"campaign {campaign.id} is {campaign.status} and has no letters ZIP"
+                           + ("" if campaign.status == "cancelled" else ": no letter was sent"))
         if file is None:
             raise Conflict("letters are not ready yet")
         emit({"url": _file_url(app, file)})
