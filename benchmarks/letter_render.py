@@ -134,7 +134,7 @@ def measure(mode: str, count: int, batch: int, css_rules: int, kind: str = "invo
 
 def _zip_costs(pdfs: list[bytes], zipstream) -> dict:
     costs = {}
-    used: set[str] = set()
+    used: set[bytes] = set()
     names = [zipstream.safe_entry_name(f"c{n}", "Zoë Brontë", used) for n in range(len(pdfs))]
     for label, method, level in (("stored", zipfile.ZIP_STORED, None),
                                  ("deflate-6", zipfile.ZIP_DEFLATED, 6)):

@@ -55,7 +55,7 @@ def assert_safe(name: str, contact_id: str) -> None:
 # --- names ---------------------------------------------------------------------------------------
 
 def test_hostile_names_become_safe_unique_names_with_the_contact_id():
-    used: set[str] = set()
+    used: set[bytes] = set()
     names = [safe_entry_name(CID, hint, used) for hint in HOSTILE]
     for name in names:
         assert_safe(name, CID)
@@ -70,7 +70,7 @@ def test_hostile_names_become_safe_unique_names_with_the_contact_id():
 
 
 def test_an_unsafe_contact_id_is_simplified_and_kept_apart():
-    used: set[str] = set()
+    used: set[bytes] = set()
     first = safe_entry_name("../a b", "Zoë", used)
     second = safe_entry_name("../a/b", "Zoë", used)
     assert first.startswith("Zoe-a-b-") and second.startswith("Zoe-a-b-") and first != second
@@ -85,7 +85,7 @@ def test_an_unsafe_contact_id_is_simplified_and_kept_apart():
 @given(ids=st.lists(st.text(min_size=1).filter(lambda s: any(c.isalnum() for c in s)), max_size=6),
        hints=st.lists(st.one_of(st.none(), st.text()), min_size=1, max_size=6))
 def test_names_are_always_safe_and_unique(ids, hints):
-    used: set[str] = set()
+    used: set[bytes] = set()
     names = []
     for contact_id in ids or ["c1"]:
         for hint in hints:
@@ -101,7 +101,7 @@ def test_names_are_always_safe_and_unique(ids, hints):
 
 def test_a_zip_streamed_to_a_non_seekable_target_reads_back():
     target = Unseekable()
-    used: set[str] = set()
+    used: set[bytes] = set()
     documents = {safe_entry_name(CID, hint, used): f"%PDF-{hint}".encode() * 300
                  for hint in ("Zoë", "Zoë", "../../etc")}
     entries = [(name, data) if i % 2 else (name, lambda data=data: data)
@@ -113,6 +113,21 @@ def test_a_zip_streamed_to_a_non_seekable_target_reads_back():
         for info in archive.infolist():
             assert archive.read(info) == documents[info.filename]
             assert info.flag_bits & 0x08  # sizes after the data: written without seeking
+
+
+def test_more_entries_than_a_plain_zip_holds_read_back_in_order():
+    # Past 65,535 entries the central directory needs ZIP64 records; the writer keeps the entries'
+    # records in a temporary file, not in memory, until it writes that directory.
+    count = 70_000
+    target = Unseekable()
+    used: set[bytes] = set()
+    names = [safe_entry_name(f"c{n}", "Zoë" if n % 2 else "zoë", used) for n in range(count)]
+    assert write_zip(target, ((name, f"%PDF-{n}".encode()) for n, name in enumerate(names))) == count
+    with zipfile.ZipFile(io.BytesIO(target.buffer.getvalue())) as archive:
+        infos = archive.infolist()
+        assert [info.filename for info in infos] == names
+        assert archive.read(infos[0]) == b"%PDF-0" and archive.read(infos[-1]) == f"%PDF-{count - 1}".encode()
+        assert archive.testzip() is None  # every entry's CRC checks
 
 
 def test_a_seekable_target_works_too():

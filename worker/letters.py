@@ -114,7 +114,7 @@ def build_archive(app: App, campaign_id: str) -> str | None:
         return None
     file_id = str(uuid.uuid4())
     key = make_key("letters", campaign_id, f"letters-{file_id}.zip")
-    used: set[str] = set()
+    used: set[bytes] = set()
     parts: list[str] = []
     with app.sessions() as session:
         rows = session.execute(
