@@ -76,7 +76,7 @@ def in_process_worker(app: App, threads: int = 4) -> Iterator[Any]:
     """A Dramatiq worker on the real Redis broker, inside the test process."""
     broker = make_broker(app.settings.broker_url)
     try:
-        with running_worker(app, broker, threads) as actors:
+        with running_worker(app, broker, threads, idle_poll_ms=100) as actors:
             yield actors
     finally:
         broker.close()

@@ -131,7 +131,7 @@ def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
         with app.sessions.begin() as session:
             ids = [campaign_service.create(session, payload, 1).id
                    for payload in (email_payload(), letter_payload(), telephone_payload())]
-        with running_worker(app, broker, threads=4) as actors:
+        with running_worker(app, broker, threads=4, idle_poll_ms=100) as actors:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 tick(app, actors)
