@@ -114,8 +114,9 @@ _SLOTS = tuple(zipfile.ZipInfo.__slots__)
 
 class _SpooledRecords:
     """Stands in for ``ZipFile.filelist`` while writing: zipfile appends each entry's ZipInfo to it
-    and reads them all back once, to write the central directory at close (``len`` and iteration,
-    in CPython 3.8 to 3.13). They wait pickled in a temporary file instead of in memory."""
+    and reads them all back once, to write the central directory at close (``len`` and iteration:
+    zipfile's own use, read on CPython 3.11; tests/test_zipstream.py reads archives back, so a
+    Python that used it differently would fail there). They wait pickled in a temporary file."""
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
