@@ -67,10 +67,12 @@ def safe_entry_name(contact_id: str, name_hint: str | None, used: set[bytes]) ->
     hint = _ascii(name_hint or "")[: max(0, room - len(cid) - 1)].strip("-_")
     stem = f"{hint}-{cid}" if hint else cid
     name, n = f"{stem}.pdf", 1
-    while _name_key(name) in used:
+    key = _name_key(name)
+    while key in used:
         n += 1
         name = f"{stem}-{n}.pdf"
-    used.add(_name_key(name))
+        key = _name_key(name)
+    used.add(key)
     return name
 
 
@@ -95,9 +97,10 @@ def write_zip(
             for name, data in entries:
                 if not _SAFE_NAME.fullmatch(name) or ".." in name or len(name) > MAX_NAME:
                     raise ValueError(f"entries[{written}]: unsafe ZIP entry name {name[:120]!r}")
-                if _name_key(name) in seen:
+                key = _name_key(name)
+                if key in seen:
                     raise ValueError(f"entries[{written}]: duplicate ZIP entry name {name!r}")
-                seen.add(_name_key(name))
+                seen.add(key)
                 payload = data() if callable(data) else data
                 info = zipfile.ZipInfo(name, date_time=stamp)
                 info.external_attr = 0o644 << 16  # -rw-r--r-- when unpacked

@@ -34,9 +34,14 @@ from worker.outcomes import Outcomes, Ready
 log = structlog.get_logger()
 
 
+def parts_folder(campaign_id: str) -> str:
+    """Where a campaign's parts are stored, until its ZIP is recorded."""
+    return make_key("letters", campaign_id, "parts")
+
+
 def part_key(campaign_id: str, first_row_id: int) -> str:
     """Where one batch's PDFs are stored: from ids only, unique per attempt, sorting in ledger order."""
-    return make_key("letters", campaign_id, "parts", f"{first_row_id:012d}-{uuid.uuid4().hex[:12]}.zip")
+    return f"{parts_folder(campaign_id)}/{make_key(f'{first_row_id:012d}-{uuid.uuid4().hex[:12]}.zip')}"
 
 
 def pack_part(pdfs: list[tuple[int, bytes]]) -> bytes:
@@ -166,7 +171,7 @@ def _nothing_to_build(app: App, campaign_id: str) -> bool:
 
 def _delete_parts(app: App, campaign_id: str) -> None:
     try:
-        app.store.delete_all(make_key("letters", campaign_id, "parts"))
+        app.store.delete_all(parts_folder(campaign_id))
     except Exception as exc:  # noqa: BLE001 - the ZIP is ready; leftover parts only take space
         log.warning("letters.parts_not_deleted", campaign_id=campaign_id, error=str(exc))
 
