@@ -13,6 +13,8 @@ per-document CSS work, which grows with the template's stylesheet. Shared styles
 scoped: letters share only when their CSS cannot tell the difference (``_css_mergeable``) and the
 layout shows it did not (``_pages_by_letter``); any other letter is rendered alone, as by
 ``render_pdf``. Tests hold every page of a batched letter byte-equal to the letter alone.
+Within a document, a text's line breaks are asked of Pango once per text, style and width
+(``pdf_linecache``): a batch repeats most of its letters' text.
 """
 
 

@@ -22,6 +22,7 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from renderers.errors import RenderError
+from renderers.pdf_linecache import remembering
 
 ASSETS = (Path(__file__).resolve().parent / "assets").resolve()
 _FONT_CONFIG_USES = 500
@@ -87,7 +88,8 @@ def _font_config(css: str) -> FontConfiguration:
 def _layout(source: HTML, css: str, user_css: CSS | None = None) -> Document:
     stylesheets = [_base_css()] if user_css is None else [_base_css(), user_css]
     try:
-        document = source.render(stylesheets=stylesheets, font_config=_font_config(css))
+        with remembering():
+            document = source.render(stylesheets=stylesheets, font_config=_font_config(css))
     except Exception as exc:  # WeasyPrint's errors have no common base class
         raise RenderError(f"letter: the PDF could not be laid out: {exc}") from exc
     document.metadata.attachments = []

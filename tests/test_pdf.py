@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from renderers import pdf_batch, pdf_engine
+from renderers import pdf_batch, pdf_engine, pdf_linecache
 from renderers.pdf import ASSETS, SafeFetcher, render_batch, render_pdf, render_pdfs
 from renderers.templating import compile_campaign
 
@@ -234,3 +234,44 @@ def test_render_pdfs_batches_more_letters_than_one_document_holds(monkeypatch):
     for i, pdf in enumerate(pdfs):
         assert f"{NAME} {i}\n" in text(pdf)
     assert streams(pdfs[5]) == streams(render_pdf(htmls[5]))
+
+
+# --- line breaks remembered within a document ----------------------------------------------------
+
+LINE_BREAKING = {
+    "plain": "",
+    "justified and hyphenated": "p { text-align: justify; hyphens: auto }",
+    "letter and word spacing": "p, h1 { letter-spacing: 0.4pt; word-spacing: 3pt }",
+    "preserved white space": "p { white-space: pre-wrap } li { white-space: nowrap }",
+    "words broken anywhere": ".address { width: 14mm; overflow-wrap: anywhere }",
+    "ellipsis": "h1, .other { width: 35mm; overflow: hidden; white-space: nowrap; "
+                "text-overflow: ellipsis }",
+    "table column widths": "table { width: 100% } td { padding: 2mm; text-align: right }",
+}
+# Soft hyphens and a tab; the same words in two styles, which must not share their line breaks.
+EXTRA = ("<p>Inter&shy;nationali&shy;sation of an extra&shy;ordinarily&shy;long&shy;word, tab\there</p>"
+         "<p>The same words in another style</p><p class=other>The same words in another style</p>")
+
+
+@pytest.mark.parametrize("style", LINE_BREAKING.values(), ids=LINE_BREAKING.keys())
+def test_remembered_line_breaks_draw_the_letters_as_laid_out_afresh(style, monkeypatch):
+    htmls = [letter(i, style + " .other { font: bold 16pt serif }", extra=EXTRA) for i in range(4)]
+    remembered = [render_pdfs(htmls), [render_pdf(htmls[1])]]
+    monkeypatch.setattr(pdf_linecache, "ENABLED", False)
+    afresh = [render_pdfs(htmls), [render_pdf(htmls[1])]]
+    for got, expected in zip(sum(remembered, []), sum(afresh, [])):
+        assert streams(got) == streams(expected)
+
+
+def test_a_batch_lays_out_each_repeated_line_once(monkeypatch):
+    assert pdf_linecache.installed(), "WeasyPrint changed: read renderers/pdf_linecache.py again"
+    asked: list[str] = []
+    pango = pdf_linecache._split_first_line
+    monkeypatch.setattr(pdf_linecache, "_split_first_line", lambda *a: asked.append(a[0]) or pango(*a))
+    htmls = [letter(1) for _ in range(3)]
+    render_batch(htmls)
+    remembered = len(asked)
+    asked.clear()
+    monkeypatch.setattr(pdf_linecache, "ENABLED", False)
+    render_batch(htmls)
+    assert 0 < remembered * 2 < len(asked)  # three equal letters: their lines asked of Pango about once
