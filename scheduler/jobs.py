@@ -84,19 +84,26 @@ def reconcile(sessions: sessionmaker[Session], enqueue: Enqueue, now: datetime, 
 
 
 def finalise(sessions: sessionmaker[Session], now: datetime,
-             before_complete: Callable[[Session, Campaign], bool] | None = None) -> list[str]:
-    """Complete fanned-out campaigns that have no open ledger row.
+             before_complete: Callable[[Session, Campaign], bool] | None = None,
+             campaign_ids: list[str] | None = None) -> list[str]:
+    """Complete fanned-out campaigns that have no open ledger row (of ``campaign_ids`` only, when given).
 
     ``before_complete`` may do channel work first (a letter campaign's ZIP) and return False to wait.
+    Schedulers and workers may run it at once for one campaign: the campaign's row is locked
+    (PostgreSQL) and its status checked again, so the hook runs for a ``sending`` campaign only.
     """
     done: list[str] = []
     with sessions() as session:
         open_rows = exists().where(Recipient.campaign_id == Campaign.id, Recipient.status.in_(OPEN))
-        candidates = list(session.scalars(select(Campaign.id).where(
-            Campaign.status == "sending", Campaign.dispatched_at.is_not(None), ~open_rows)))
+        query = select(Campaign.id).where(Campaign.status == "sending", Campaign.dispatched_at.is_not(None), ~open_rows)
+        if campaign_ids is not None:
+            query = query.where(Campaign.id.in_(campaign_ids))
+        candidates = list(session.scalars(query))
     for campaign_id in candidates:
         with sessions.begin() as session:
-            campaign = session.get(Campaign, campaign_id)
+            campaign = session.get(Campaign, campaign_id, with_for_update=True)
+            if campaign is None or campaign.status != "sending":  # another finaliser was first
+                continue
             if before_complete is not None and not before_complete(session, campaign):
                 continue
             counts = dict(session.execute(select(Recipient.status, func.count())

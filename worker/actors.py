@@ -11,7 +11,7 @@ import dramatiq
 import structlog
 
 from storage.ledger import Batch
-from worker import delivery, exports, fanout, letters, side_jobs
+from worker import delivery, exports, fanout, finishing, letters, side_jobs
 from worker.app import App
 
 log = structlog.get_logger()
@@ -48,12 +48,18 @@ class Actors:
 def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     """Declare every actor on ``broker``, bound to ``app``'s database, SMTP pool and object store."""
 
+    def finish_now(campaign_id: str) -> None:
+        # Completed as soon as nothing is left open, not at the scheduler's next tick.
+        finishing.finish_now(app, campaign_id, actors.enqueue_archive)
+
     def dispatch_campaign(campaign_id: str) -> None:
         fanout.dispatch(app, campaign_id, actors.enqueue_batches)
+        finish_now(campaign_id)  # every recipient skipped at fan-out: nothing to deliver
 
     def deliver_batch(campaign_id: str, first_id: int, last_id: int) -> None:
-        delivery.deliver_batch(app, Batch(campaign_id, int(first_id), int(last_id)),
-                               lambda batch, delay: actors.enqueue_batches([batch], delay))
+        if delivery.deliver_batch(app, Batch(campaign_id, int(first_id), int(last_id)),
+                                  lambda batch, delay: actors.enqueue_batches([batch], delay)):
+            finish_now(campaign_id)
 
     def send_test_email(email: str, campaign_id: str | None = None, payload: dict | None = None) -> None:
         side_jobs.send_test_email(app, email, campaign_id=campaign_id, payload=payload)
@@ -63,6 +69,7 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
 
     def archive_letters(campaign_id: str) -> None:
         letters.build_archive(app, campaign_id)
+        finish_now(campaign_id)
 
     def export_recipients(campaign_id: str, export_id: str) -> None:
         exports.run_export(app, campaign_id, export_id)

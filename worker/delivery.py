@@ -56,18 +56,22 @@ def _archive(session: Session, campaign_id: str, sent: list[tuple[int, str, str]
     session.execute(insert.on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), rows)
 
 
-def deliver_batch(app: App, batch: Batch, retry: Retry) -> None:
-    """Deliver one id range of a campaign's ledger. Running it twice does nothing the second time."""
+def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
+    """Deliver one id range of a campaign's ledger. Running it twice does nothing the second time.
+
+    Returns True when a recipient's outcome was recorded (sent, failed, skipped): then the
+    campaign may have nothing left open.
+    """
     structlog.contextvars.bind_contextvars(campaign_id=batch.campaign_id)
     with app.sessions.begin() as session:
         campaign = session.get(Campaign, batch.campaign_id)
         if campaign is None or campaign.status != "sending":
             log.info("deliver.skipped", status=getattr(campaign, "status", None))
-            return
+            return False
         claimed = claim(session, batch, utcnow())
         runtime = app.runtimes.get(session, campaign, app.settings.campaign_domain_suffix)
     if not claimed:
-        return
+        return False
     with app.sessions() as session:
         contacts, users = _load_contacts(session, [c.contact_id for c in claimed])
 
@@ -82,13 +86,15 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> None:
             ready.append(Ready(row, contact, users.get(contact.user_id)))
     started = time.monotonic()
     CHANNELS[runtime.campaign_type](app, runtime, ready, outcomes)
-    _record(app, batch, outcomes, retry)
+    recorded = _record(app, batch, outcomes, retry)
     log.info("deliver.batch", sent=len(outcomes.sent), failed=len(outcomes.failed),
              skipped=len(outcomes.skipped), retrying=len(outcomes.transient),
              channel_seconds=round(time.monotonic() - started, 3))
+    return recorded > 0
 
 
-def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
+def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> int:
+    """Write the batch's outcomes; the number of rows that reached a final status."""
     now = utcnow()
     give_up = [(row.id, f"gave up after {row.attempts} attempts: {reply}")
                for row, reply in outcomes.transient if row.attempts >= app.settings.max_attempts]
@@ -109,4 +115,5 @@ def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> None:
         ids = [row.id for row, _ in again]
         retry(Batch(batch.campaign_id, min(ids), max(ids)), int(delay * 1000))
         log.warning("deliver.retry_later", recipients=len(again), delay_seconds=delay, reply=again[0][1])
+    return done
 

@@ -1,4 +1,5 @@
-"""What must happen before a campaign is completed: its tasks dealt, a letter campaign's ZIP built."""
+"""What must happen before a campaign is completed (its tasks dealt, a letter campaign's ZIP built),
+and completing it as soon as its last recipient is done rather than at the scheduler's next tick."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from datetime import timedelta
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from scheduler.jobs import finalise
 from storage.models import Campaign, Recipient
 from storage.timefmt import now as utcnow
+from worker.app import App
 from worker.tasks import deal_tasks
 
 
@@ -36,3 +39,18 @@ def _any_sent(session: Session, campaign_id: str) -> bool:
     # A letter campaign that sent nothing (all failed or skipped) has no letters to zip.
     return bool(session.scalar(select(exists().where(Recipient.campaign_id == campaign_id,
                                                      Recipient.status == "sent"))))
+
+
+def hook_for(app: App, enqueue_archive: Callable[[str], None]) -> Callable[[Session, Campaign], bool]:
+    """``before_complete`` for this app: a ZIP asked for again when a lease passed without it."""
+    return before_complete(enqueue_archive, rerequest_after=app.settings.lease_seconds)
+
+
+def finish_now(app: App, campaign_id: str, enqueue_archive: Callable[[str], None]) -> bool:
+    """Finalise the campaign if none of its recipients is left open; True when it was completed.
+
+    Workers call it after the batches and the ZIP they finish, so a campaign is completed (and a
+    letter campaign's ZIP asked for) at once instead of up to SCHEDULER_INTERVAL later, twice for
+    letters. The scheduler's finalise still does the same for anything that slipped through.
+    """
+    return bool(finalise(app.sessions, utcnow(), hook_for(app, enqueue_archive), campaign_ids=[campaign_id]))

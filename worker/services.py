@@ -17,7 +17,7 @@ from scheduler.jobs import Enqueue
 from scheduler.service import build_scheduler, run_once
 from worker.actors import Actors, declare_actors
 from worker.app import App
-from worker.finishing import before_complete
+from worker.finishing import hook_for
 from worker.broker import make_broker
 from worker.logging import configure_logging
 from worker.settings import Settings
@@ -47,7 +47,7 @@ def tick(app: App, actors: Actors) -> None:
 
 def finishing_hook(app: App, actors: Actors):
     """Finalise's hook for this app: deal tasks, ask for a letter campaign's ZIP (again after a lease)."""
-    return before_complete(actors.enqueue_archive, rerequest_after=app.settings.lease_seconds)
+    return hook_for(app, actors.enqueue_archive)
 
 
 def wait_for_signal() -> None:
