@@ -26,7 +26,7 @@ from renderers.errors import RenderError
 from renderers.pdf_batch import _parse, _plan, _render_merged
 from renderers.pdf_engine import ASSETS, SafeFetcher, _fetcher, _layout, _write
 
-__all__ = ["ASSETS", "SafeFetcher", "render_batch", "render_pdf", "render_pdfs"]
+__all__ = ["ASSETS", "SafeFetcher", "render_batch", "render_each", "render_pdf", "render_pdfs"]
 
 
 def render_pdf(html: str) -> bytes:
@@ -37,24 +37,35 @@ def render_pdf(html: str) -> bytes:
     return _write(_layout(HTML(string=html, url_fetcher=_fetcher()), html))
 
 
-def render_pdfs(htmls: list[str]) -> list[bytes]:
-    """One PDF per letter, in order, the same as ``render_pdf`` gives, faster for many letters.
+def render_each(htmls: list[str]) -> list[bytes | RenderError]:
+    """One PDF per letter, in order, the same as ``render_pdf`` gives, faster for many letters;
+    a letter that cannot be rendered has its RenderError in its place, and the others their PDFs.
 
-    A RenderError names the failing letter's index: ``"letter 3: ..."``.
+    A batch that fails as one document is laid out again letter by letter, to find which failed.
     """
     letters = [_parse(html) for html in htmls]
-    pdfs: dict[int, bytes] = {}
+    results: dict[int, bytes | RenderError] = {}
     for batch in _plan(letters):
         merged = _render_merged([letters[i] for i in batch]) if len(batch) > 1 else None
         if merged is not None:
-            pdfs.update(zip(batch, merged))
+            results.update(zip(batch, merged))
             continue
         for i in batch:
             try:
-                pdfs[i] = render_pdf(htmls[i])
+                results[i] = render_pdf(htmls[i])
             except RenderError as exc:
-                raise RenderError(f"letter {i}: {str(exc).removeprefix('letter: ')}") from exc
-    return [pdfs[i] for i in range(len(htmls))]
+                results[i] = exc
+    return [results[i] for i in range(len(htmls))]
+
+
+def render_pdfs(htmls: list[str]) -> list[bytes]:
+    """``render_each``, raising the first failure: a RenderError naming the letter's index,
+    ``"letter 3: ..."``."""
+    results = render_each(htmls)
+    for i, result in enumerate(results):
+        if isinstance(result, RenderError):
+            raise RenderError(f"letter {i}: {str(result).removeprefix('letter: ')}") from result
+    return results  # type: ignore[return-value]  # no RenderError left
 
 
 def render_batch(htmls: list[str]) -> list[bytes] | None:

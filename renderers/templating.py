@@ -129,11 +129,12 @@ class CompiledCampaign:
     wrapper: Template | None
     max_output: int = DEFAULT_MAX_OUTPUT
 
-    def render(self, context: Mapping[str, Any], *, footer: bool = True) -> Rendered:
+    def render(self, context: Mapping[str, Any], *, footer: bool = True, text: bool = True) -> Rendered:
         """Render for one recipient; ``context`` comes from ``renderers.context.build_context``.
 
         With ``footer`` and an ``unsubscribe_url`` in the context, an unsubscribe footer is added
-        unless the body already links to that URL.
+        unless the body already links to that URL. Without ``text`` the text alternative is left
+        empty (a letter has none).
         """
         subject = ""
         if self.subject is not None:
@@ -146,11 +147,11 @@ class CompiledCampaign:
         if self.wrapper is not None:
             wrapped = {**context, "content": Markup(html)}
             html = render_template(self.wrapper, wrapped, max_output=self.max_output)
-        text = html_to_text(html)
+        plain = html_to_text(html) if text else ""
         url = context.get("unsubscribe_url")
         if footer and isinstance(url, str) and url:
-            html, text = add_unsubscribe_footer(html, text, url)
-        return Rendered(subject=subject, html=html, text=text)
+            html, plain = add_unsubscribe_footer(html, plain, url)
+        return Rendered(subject=subject, html=html, text=plain)
 
 
 @functools.lru_cache(maxsize=256)

@@ -130,3 +130,26 @@ def test_letters_that_cannot_be_stored_are_retried_then_failed_with_the_reason(p
     cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, STORAGE_URL=blocker.as_uri())
     answer = cli("campaigns", "letters", campaign_id)
     assert answer.code == 4 and answer.json["message"].endswith("is failed and has no letters ZIP: no letter was sent")
+
+
+def test_a_letter_that_cannot_be_rendered_fails_its_recipient_only(pg_db, redis_url, tmp_path):
+    app = make_app(pg_db, redis_url, None, storage_url=tmp_path.as_uri())
+    load(app, letter_bundle([contact(i, address=f"Street {i}", city="Aarhus") for i in range(6)]))
+    content = ("<p>Dear {{ contact.first_name }},</p>{% if contact.custom_fields.tier == 'gold' %}"
+               "<p style='letter-spacing: 1e300px'>xy</p>{% endif %}")  # WeasyPrint gives up on these
+    with app.sessions.begin() as session:
+        campaign_id = campaign_service.create(session, letter_payload(message={"content": content}), 1).id
+    with in_process_worker(app) as actors:
+        assert drive(app, actors, campaign_id) == "completed"
+    with app.sessions() as session:
+        rows = {r.contact_id: r for r in session.scalars(select(Recipient).where(Recipient.campaign_id == campaign_id))}
+        zip_key = session.get(StoredFile, session.get(Campaign, campaign_id).letters_file_id).key
+    for i in range(6):
+        row = rows[contact(i)["id"]]
+        if i % 2:  # gold
+            assert row.status == "failed" and row.reason.startswith("letter: the PDF could not be laid out: ")
+        else:
+            assert row.status == "sent"
+    names = zipfile.ZipFile(io.BytesIO(app.store.get_bytes(zip_key))).namelist()
+    assert sorted(n for n in names if any(contact(i)["id"] in n for i in (0, 2, 4))) == sorted(names)
+    assert len(names) == 3

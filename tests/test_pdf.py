@@ -11,7 +11,8 @@ import pytest
 from pypdf import PdfReader
 
 from renderers import pdf_batch, pdf_engine, pdf_linecache
-from renderers.pdf import ASSETS, SafeFetcher, render_batch, render_pdf, render_pdfs
+from renderers.errors import RenderError
+from renderers.pdf import ASSETS, SafeFetcher, render_batch, render_each, render_pdf, render_pdfs
 from renderers.templating import compile_campaign
 
 NAME = "Ørjan Brontë-Séverine"
@@ -225,6 +226,17 @@ def test_render_pdfs_keeps_the_order_of_mixed_letters():
     for i, pdf in enumerate(pdfs):
         assert f"{NAME} {i}\n" in text(pdf)
         assert reader(pdf).metadata.title == f"Letter {i}"
+
+
+def test_a_letter_that_cannot_be_laid_out_fails_alone():
+    htmls = [letter(i) for i in range(4)]
+    htmls[2] = letter(2, extra='<p style="letter-spacing: 1e300px">xy</p>')  # WeasyPrint gives up
+    results = render_each(htmls)
+    assert isinstance(results[2], RenderError) and "could not be laid out" in str(results[2])
+    for i in (0, 1, 3):
+        assert streams(results[i]) == streams(render_pdf(htmls[i]))
+    with pytest.raises(RenderError, match=r"^letter 2: the PDF could not be laid out"):
+        render_pdfs(htmls)
 
 
 def test_render_pdfs_batches_more_letters_than_one_document_holds(monkeypatch):

@@ -199,6 +199,13 @@ def test_no_footer_without_url_or_when_turned_off():
     assert "unsubscribe" not in render("<p>Hi</p>", footer=False).html
 
 
+def test_a_letter_renders_the_same_html_without_a_text_alternative():
+    source = "<h1>Dear {{ contact.first_name }}</h1><p>Line one<br>line two</p>"
+    letter, email = render(source, footer=False, text=False), render(source, footer=False)
+    assert letter.html == email.html and letter.text == ""
+    assert "Line one\nline two" in email.text
+
+
 def test_footer_escapes_a_hostile_url():
     html, text = add_unsubscribe_footer("<p>x</p>", "x", 'https://a.example/"><script>x</script>')
     assert "<script>" not in html

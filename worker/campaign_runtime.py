@@ -75,8 +75,9 @@ class CampaignRuntime:
         """Subject, HTML and text for one contact; raises RenderError."""
         assert self.compiled is not None
         url = unsubscribe_url or self.unsubscribe_for(contact.id)
-        # Letters carry no email unsubscribe footer.
-        return self.compiled.render(self.context(contact, user, url), footer=self.campaign_type == "email")
+        # Letters carry no email unsubscribe footer, and need no text alternative.
+        email = self.campaign_type == "email"
+        return self.compiled.render(self.context(contact, user, url), footer=email, text=email)
 
     def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""

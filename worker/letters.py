@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from renderers.errors import RenderError
 from renderers.mime import build_email
-from renderers.pdf import render_pdf, render_pdfs
+from renderers.pdf import render_each
 from renderers.zipstream import safe_entry_name, write_zip
 from storage.models import Campaign, CampaignSettings, Contact, Recipient, StoredFile, User
 from storage.objectstore import ObjectMissing, make_key
@@ -56,19 +56,6 @@ def pack_part(pdfs: list[tuple[int, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def _pdfs(htmls: list[str]) -> list[bytes | RenderError]:
-    try:
-        return list(render_pdfs(htmls))
-    except RenderError:  # one bad letter: render one by one so the others still go out
-        results: list[bytes | RenderError] = []
-        for html in htmls:
-            try:
-                results.append(render_pdf(html))
-            except RenderError as exc:
-                results.append(exc)
-        return results
-
-
 # Laying out letters is pure CPU under the GIL: two threads of a process doing it at once interleave
 # and both slow down (2 processes x 2 threads: 63 ms of worker CPU a letter; x 1 thread: 49 ms,
 # benchmarks/letter_campaign.py). So a process renders one batch at a time; its other threads go on
@@ -85,12 +72,12 @@ def render_letters(app: App, runtime: CampaignRuntime, ready: list[Ready], outco
                 rendered.append((item, runtime.render(item.contact, item.user).html))
             except RenderError as exc:
                 outcomes.failed.append((item.row.id, str(exc)))
-        pdfs = _pdfs([markup for _, markup in rendered])
+        pdfs = render_each([markup for _, markup in rendered])  # a bad letter fails alone
         gc.collect()  # the laid-out documents are cyclic garbage now: free it (see worker.services.tune_gc)
     done: list[tuple[Ready, str, bytes]] = []
     for (item, markup), pdf in zip(rendered, pdfs):
         if isinstance(pdf, RenderError):
-            outcomes.failed.append((item.row.id, f"PDF: {pdf}"))
+            outcomes.failed.append((item.row.id, str(pdf)))  # "letter: the PDF could not be laid out: ..."
         else:
             done.append((item, markup, pdf))
     if not done:
