@@ -21,7 +21,6 @@ run as WeasyPrint ships them. Tests hold letters laid out with and without it eq
 
 from __future__ import annotations
 
-import copy
 import inspect
 import threading
 from collections.abc import Iterator
@@ -54,7 +53,9 @@ def _remembered_split(text: str, style: Any, context: Any, max_width: Any, justi
         entry = cache[key] = (style, context, _split_first_line(
             text, style, context, max_width, justification_spacing, is_line_start, minimum))
     layout, *metrics = entry[2]
-    return (copy.copy(layout), *metrics)
+    clone = object.__new__(type(layout))  # copy.copy, in two calls instead of six
+    clone.__dict__.update(layout.__dict__)
+    return (clone, *metrics)
 
 
 def installed() -> bool:
