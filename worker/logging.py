@@ -40,6 +40,14 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    for name in _CHATTY:  # shown at DEBUG only
+        logging.getLogger(name).setLevel(numeric if numeric == logging.DEBUG else logging.WARNING)
+
+
+# Libraries that log routine steps at INFO: WeasyPrint's progress (six lines per document and one
+# per page: millions for a large letter campaign) and aiosmtpd's session log (the demo's local mail
+# catcher: a line per SMTP command). Their warnings still show.
+_CHATTY = ("weasyprint.progress", "mail.log")
 
 
 def _stderr_logger(*_args) -> structlog.PrintLogger:

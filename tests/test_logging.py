@@ -1,0 +1,37 @@
+"""Operators' logs: one JSON line per event, without libraries' routine steps at INFO."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from renderers.pdf import render_pdfs
+from worker.logging import _CHATTY, configure_logging
+
+
+@pytest.fixture
+def restored_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    chatty = {name: logging.getLogger(name).level for name in _CHATTY}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, chatty_level in chatty.items():
+        logging.getLogger(name).setLevel(chatty_level)
+
+
+def _lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_rendering_letters_logs_no_weasyprint_progress_at_info(restored_logging, capsys):
+    configure_logging("json", "INFO")
+    render_pdfs(["<p>one</p>", "<p>two</p>"])
+    logging.getLogger("weasyprint").warning("a CSS warning")  # WeasyPrint's warnings still show
+    assert [line["event"] for line in _lines(capsys)] == ["a CSS warning"]
+    configure_logging("json", "DEBUG")
+    render_pdfs(["<p>three</p>"])
+    assert any(line["event"].startswith("Step 5 - Creating layout") for line in _lines(capsys))
