@@ -25,6 +25,7 @@ from weasyprint import HTML
 from renderers.errors import RenderError
 from renderers.pdf_batch import _parse, _plan, _render_merged
 from renderers.pdf_engine import ASSETS, SafeFetcher, _fetcher, _layout, _write
+from renderers.pdf_release import released_after
 
 __all__ = ["ASSETS", "SafeFetcher", "render_batch", "render_each", "render_pdf", "render_pdfs"]
 
@@ -34,7 +35,8 @@ def render_pdf(html: str) -> bytes:
 
     Raises RenderError when WeasyPrint cannot lay it out (unreachable images are only left out).
     """
-    return _write(_layout(HTML(string=html, url_fetcher=_fetcher()), html))
+    with released_after():
+        return _write(_layout(HTML(string=html, url_fetcher=_fetcher()), html))
 
 
 def render_each(htmls: list[str]) -> list[bytes | RenderError]:

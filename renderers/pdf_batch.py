@@ -24,6 +24,7 @@ from weasyprint.document import Document
 
 from renderers.errors import RenderError
 from renderers.pdf_engine import _fetcher, _layout, _write
+from renderers.pdf_release import released_after
 
 BATCH_SIZE = 50
 """Letters ``render_pdfs`` lays out as one document, at most."""
@@ -146,16 +147,17 @@ def _render_merged(letters: list[_Letter]) -> list[bytes] | None:
     root.remove(old_body)
     root.append(body)
     try:
-        document = _layout(_TreeHTML(root), letters[0].css, _wrapper_css())
-        pages = _pages_by_letter(document, wrappers, len(letters))
-        if pages is None:
-            return None
-        pdfs = []
-        for letter, letter_pages in zip(letters, pages):
-            part = document.copy(letter_pages)
-            part.metadata = copy.copy(document.metadata)
-            part.metadata.title = letter.title
-            pdfs.append(_write(part))
+        with released_after():
+            document = _layout(_TreeHTML(root), letters[0].css, _wrapper_css())
+            pages = _pages_by_letter(document, wrappers, len(letters))
+            if pages is None:
+                return None
+            pdfs = []
+            for letter, letter_pages in zip(letters, pages):
+                part = document.copy(letter_pages)
+                part.metadata = copy.copy(document.metadata)
+                part.metadata.title = letter.title
+                pdfs.append(_write(part))
     except (RenderError, AttributeError, KeyError, TypeError):
         # One by one instead: an error then names its letter. AttributeError & co mean
         # WeasyPrint's boxes changed shape (a new version): be safe, go slow.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import socket
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from renderers import pdf_batch, pdf_engine, pdf_linecache
+from renderers import pdf_batch, pdf_engine, pdf_linecache, pdf_release
 from renderers.errors import RenderError
 from renderers.pdf import ASSETS, SafeFetcher, render_batch, render_each, render_pdf, render_pdfs
 from renderers.templating import compile_campaign
@@ -287,3 +288,19 @@ def test_a_batch_lays_out_each_repeated_line_once(monkeypatch):
     monkeypatch.setattr(pdf_linecache, "ENABLED", False)
     render_batch(htmls)
     assert 0 < remembered * 2 < len(asked)  # three equal letters: their lines asked of Pango about once
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+def test_written_letters_leave_their_styles_to_reference_counting():
+    assert pdf_release.installed(), "WeasyPrint changed: read renderers/pdf_release.py again"
+    htmls = [letter(i) for i in range(6)]
+    render_pdfs(htmls)  # fonts and caches warmed up
+    gc.collect()
+    gc.disable()
+    try:
+        render_pdfs(htmls)
+        cyclic = gc.collect()
+    finally:
+        gc.enable()
+    assert cyclic < 1000 * len(htmls)  # ~3,400 a letter when the layout context keeps its cycle
