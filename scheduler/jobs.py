@@ -6,7 +6,8 @@
 - ``reconcile``: finds work that was lost (a killed worker, a flushed Redis) from the ledger and
   enqueues it again, without waiting for Dramatiq's own requeue.
 - ``finalise``: a campaign with no open ledger row is ``completed`` (or ``failed`` when nothing
-  could be sent), with ``sent_at`` and ``total_sent``.
+  could be sent), with ``sent_at`` and ``total_sent``; a cancelled one is settled (its delivered
+  recipients' tasks and letters, its counters).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.ledger import OPEN, Batch, open_batches, release_stale
@@ -86,35 +87,47 @@ def reconcile(sessions: sessionmaker[Session], enqueue: Enqueue, now: datetime, 
 def finalise(sessions: sessionmaker[Session], now: datetime,
              before_complete: Callable[[Session, Campaign], bool] | None = None,
              campaign_ids: list[str] | None = None) -> list[str]:
-    """Complete fanned-out campaigns that have no open ledger row (of ``campaign_ids`` only, when given).
+    """Close fanned-out campaigns that have no open ledger row (of ``campaign_ids`` only, when given).
+
+    A ``sending`` campaign becomes ``completed`` (``failed`` when nothing could be sent). A
+    ``cancelled`` one stays cancelled but is settled once its rows in flight are done: what its
+    delivered recipients are owed still happens (tasks dealt, letters zipped) and its counters come
+    from the ledger. Either way ``finalised_at`` is set, once.
 
     ``before_complete`` may do channel work first (a letter campaign's ZIP) and return False to wait.
     Schedulers and workers may run it at once for one campaign: the campaign's row is locked
-    (PostgreSQL) and its status checked again, so the hook runs for a ``sending`` campaign only.
+    (PostgreSQL) and checked again, so the hook runs for a campaign still to be finalised only.
     """
     done: list[str] = []
     with sessions() as session:
         open_rows = exists().where(Recipient.campaign_id == Campaign.id, Recipient.status.in_(OPEN))
-        query = select(Campaign.id).where(Campaign.status == "sending", Campaign.dispatched_at.is_not(None), ~open_rows)
+        unsettled = and_(Campaign.status == "cancelled", Campaign.finalised_at.is_(None))
+        query = select(Campaign.id).where(or_(Campaign.status == "sending", unsettled),
+                                          Campaign.dispatched_at.is_not(None), ~open_rows)
         if campaign_ids is not None:
             query = query.where(Campaign.id.in_(campaign_ids))
         candidates = list(session.scalars(query))
     for campaign_id in candidates:
         with sessions.begin() as session:
             campaign = session.get(Campaign, campaign_id, with_for_update=True)
-            if campaign is None or campaign.status != "sending":  # another finaliser was first
-                continue
+            if campaign is None or campaign.status not in ("sending", "cancelled") or campaign.finalised_at:
+                continue  # another finaliser was first
             if before_complete is not None and not before_complete(session, campaign):
                 continue
+            was = campaign.status
             counts = dict(session.execute(select(Recipient.status, func.count())
                                           .where(Recipient.campaign_id == campaign_id).group_by(Recipient.status)).all())
             sent, failed = counts.get("sent", 0), counts.get("failed", 0)
-            status = "failed" if failed and not sent else "completed"
-            error = _failure_summary(session, campaign_id, failed, sum(counts.values())) if failed else None
+            values = {"total_sent": sent, "sent": sent, "failed": failed, "skipped": counts.get("skipped", 0),
+                      "total": sum(counts.values()), "finalised_at": now, "updated_at": now}
+            status = was
+            if was == "sending":
+                status = "failed" if failed and not sent else "completed"
+                error = _failure_summary(session, campaign_id, failed, sum(counts.values())) if failed else None
+                values.update(status=status, sent_at=now, error=error)
             changed = session.execute(
-                update(Campaign).where(and_(Campaign.id == campaign_id, Campaign.status == "sending"))
-                .values(status=status, sent_at=now, total_sent=sent, sent=sent, failed=failed,
-                        skipped=counts.get("skipped", 0), total=sum(counts.values()), error=error, updated_at=now)
+                update(Campaign).where(Campaign.id == campaign_id, Campaign.status == was,
+                                       Campaign.finalised_at.is_(None)).values(**values)
             ).rowcount
         if changed:
             done.append(campaign_id)

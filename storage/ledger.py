@@ -172,13 +172,18 @@ def release(session: Session, ids: list[int], now: datetime, reason: str | None 
 
 
 def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str]:
-    """Rows left ``sending`` longer than ``lease`` (their worker died) go back to ``pending``.
+    """Rows left ``sending`` longer than ``lease`` (their worker died) go back to ``pending``, or,
+    in a cancelled campaign, which takes no recipient any more, are skipped (reason ``cancelled``).
 
     Returns the campaign ids that had such rows.
     """
     stale = and_(Recipient.status == "sending", Recipient.updated_at < now - lease)
     campaigns = list(session.scalars(select(Recipient.campaign_id).where(stale).distinct()))
     if campaigns:
+        cancelled = select(Campaign.id).where(Campaign.id.in_(campaigns), Campaign.status == "cancelled")
+        session.execute(update(Recipient).where(stale, Recipient.campaign_id.in_(cancelled))
+                        .values(status="skipped", reason="cancelled", updated_at=now)
+                        .execution_options(synchronize_session=False))
         session.execute(update(Recipient).where(stale).values(status="pending", updated_at=now)
                         .execution_options(synchronize_session=False))
     return campaigns

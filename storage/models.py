@@ -176,6 +176,8 @@ class Campaign(Base):
     letters_file_id: Mapped[str | None] = mapped_column(String(36))
     # When the letters ZIP was last asked for, so finalise does not ask again while it is being built.
     archive_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When finalise closed it: completed or failed, or cancelled and settled (see scheduler.jobs.finalise).
+    finalised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from storage.models import Campaign, Recipient, StoredFile
 from storage.objectstore import ObjectMissing
+from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.e2e import contact, drive, in_process_worker, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
 from worker import campaign_service
 from worker.letters import LetterMissing, build_archive, pack_part, part_key
+from worker.services import tick
 
 
 def _campaign_with_ledger(app, rows):
@@ -153,3 +157,50 @@ def test_a_letter_that_cannot_be_rendered_fails_its_recipient_only(pg_db, redis_
     names = zipfile.ZipFile(io.BytesIO(app.store.get_bytes(zip_key))).namelist()
     assert sorted(n for n in names if any(contact(i)["id"] in n for i in (0, 2, 4))) == sorted(names)
     assert len(names) == 3
+
+
+def test_a_cancelled_letter_campaign_zips_the_letters_sent_before_the_cancel(pg_db, redis_url, tmp_path,
+                                                                              monkeypatch, capsys):
+    app = make_app(pg_db, redis_url, None, storage_url=tmp_path.as_uri(), lease_seconds=60)
+    keys: dict[str, str] = {}
+    campaign_id, ids = _campaign_with_ledger(app, [
+        (0, "sent", lambda cid: keys.setdefault("part", part_key(cid, 1))), (1, "sent", lambda cid: keys["part"]),
+        (2, "skipped", None), (3, "sending", None)])
+    app.store.put_bytes(keys["part"], pack_part([(ids[0], b"%PDF-a"), (ids[1], b"%PDF-b")]), "application/zip")
+    cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, STORAGE_URL=tmp_path.as_uri())
+    with app.sessions.begin() as session:
+        campaign = session.get(Campaign, campaign_id)
+        campaign.dispatched_at = now()
+        campaign.status = "cancelled"
+        # row 3 was taken by a worker that died: its lease ran out an hour ago
+        session.get(Recipient, ids[3]).updated_at = now() - timedelta(hours=1)
+    assert cli("campaigns", "letters", campaign_id).json["message"] == "letters are not ready yet"
+
+    with in_process_worker(app) as actors:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tick(app, actors)
+            with app.sessions() as session:
+                campaign = session.get(Campaign, campaign_id)
+            if campaign.finalised_at is not None:
+                break
+            time.sleep(0.1)
+    assert campaign.finalised_at is not None, "the cancelled campaign was never settled"
+    assert (campaign.status, campaign.sent, campaign.skipped, campaign.total) == ("cancelled", 2, 2, 4)
+    with app.sessions() as session:
+        assert session.get(Recipient, ids[3]).reason == "cancelled"
+        zip_key = session.get(StoredFile, campaign.letters_file_id).key
+    archive = zipfile.ZipFile(io.BytesIO(app.store.get_bytes(zip_key)))
+    assert sorted(archive.read(name) for name in archive.namelist()) == [b"%PDF-a", b"%PDF-b"]
+    assert not app.store.exists(keys["part"])
+    assert cli("campaigns", "letters", campaign_id).code == 0
+
+
+def test_a_letter_campaign_cancelled_before_its_fan_out_says_it_has_no_letters(pg_db, monkeypatch, capsys, tmp_path):
+    app = make_app(pg_db, "redis://127.0.0.1:6379/15", None, storage_url=tmp_path.as_uri())
+    campaign_id, _ = _campaign_with_ledger(app, [])
+    with app.sessions.begin() as session:
+        session.get(Campaign, campaign_id).status = "cancelled"
+    cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, STORAGE_URL=tmp_path.as_uri())
+    answer = cli("campaigns", "letters", campaign_id)
+    assert answer.code == 4 and answer.json["message"].endswith("is cancelled and has no letters ZIP: no letter was sent")

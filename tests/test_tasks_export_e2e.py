@@ -12,9 +12,10 @@ import urllib.parse
 import uuid
 
 import openpyxl
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from storage.models import Recipient, Task
+from storage.models import Campaign, Recipient, Task
+from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
 from tests.seed_payloads import RELATIONS_PATH, future
@@ -157,3 +158,25 @@ def test_export_rows_equal_the_recipients_listing(pg_db, redis_url, smtp_server,
     assert any(r[first_name_col] == '=HYPERLINK("http://x","3")' for r in body)  # text, not a formula
     assert cli("files", "url", str(uuid.uuid4())).code == 3
     assert cli("campaigns", "export-status", campaign_id, str(uuid.uuid4())).code == 3
+
+
+def test_a_cancelled_campaign_deals_tasks_for_the_recipients_delivered_before(pg_db, redis_url, monkeypatch, capsys):
+    app = make_app(pg_db, redis_url, None)
+    load(app, phone_bundle(20))
+    with app.sessions.begin() as session:
+        campaign_id = campaign_service.create(session, phone_payload(), 1).id
+    with app.sessions.begin() as session:  # fanned out; six recipients delivered, then the campaign cancelled
+        session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                        .values(status="sending", dispatched_at=now(), progress_at=now()))
+        contacts = [contact(i)["id"] for i in range(10, 20)]
+        session.add_all(Recipient(campaign_id=campaign_id, contact_id=cid, status="sent" if n < 6 else "pending")
+                        for n, cid in enumerate(contacts))
+    cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, BROKER_URL=redis_url)
+    assert cli("campaigns", "cancel", campaign_id).code == 0
+    with in_process_worker(app) as actors:
+        tick(app, actors)
+    listed = cli("campaigns", "tasks", campaign_id).json["data"]
+    assert sorted(item["contact"]["id"] for item in listed) == sorted(contacts[:6])
+    shown = cli("campaigns", "show", campaign_id).json
+    assert shown["status"] == "cancelled" and shown["total_sent"] == 6
+    assert shown["progress"] == {"total": 10, "sent": 6, "failed": 0, "skipped": 4, "pending": 0}

@@ -47,7 +47,8 @@ def hook_for(app: App, enqueue_archive: Callable[[str], None]) -> Callable[[Sess
 
 
 def finish_now(app: App, campaign_id: str, enqueue_archive: Callable[[str], None]) -> bool:
-    """Finalise the campaign if none of its recipients is left open; True when it was completed.
+    """Finalise the campaign if none of its recipients is left open; True when it was (completed,
+    failed, or a cancelled campaign settled).
 
     Workers call it after the batches and the ZIP they finish, so a campaign is completed (and a
     letter campaign's ZIP asked for) at once instead of up to SCHEDULER_INTERVAL later, twice for

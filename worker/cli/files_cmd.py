@@ -34,9 +34,12 @@ def letters(app: App, campaign_id: str) -> None:
         if campaign.type != "letter":
             raise Conflict(f"campaign {campaign.id} is a {campaign.type} campaign: it has no letters")
         file = session.get(StoredFile, campaign.letters_file_id) if campaign.letters_file_id else None
-        if file is None and campaign.status in ("completed", "failed", "cancelled"):
-            raise Conflict(f"campaign {campaign.id} is {campaign.status} and has no letters ZIP"
-                           + ("" if campaign.status == "cancelled" else ": no letter was sent"))
+        # The ZIP is built before a campaign is completed, and before a cancelled one is settled
+        # (finalised_at): then none means no letter was sent, as for one cancelled before its fan-out.
+        closed = (campaign.status in ("completed", "failed") or campaign.finalised_at is not None
+                  or (campaign.status == "cancelled" and campaign.dispatched_at is None))
+        if file is None and closed:
+            raise Conflict(f"campaign {campaign.id} is {campaign.status} and has no letters ZIP: no letter was sent")
         if file is None:
             raise Conflict("letters are not ready yet")
         emit({"url": _file_url(app, file)})

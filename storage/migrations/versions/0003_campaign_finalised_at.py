@@ -1,0 +1,29 @@
+"""campaigns.finalised_at: when finalise closed the campaign
+
+Set when a campaign is completed or failed, and when a cancelled campaign is settled: once no
+recipient is open, its counters are taken from the ledger, its delivered recipients' tasks dealt and
+its letters zipped. A cancelled campaign without it still has that to do.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+from __future__ import annotations
+
+from alembic import op
+import sqlalchemy as sa
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('finalised_at', sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('campaigns', schema=None) as batch_op:
+        batch_op.drop_column('finalised_at')
