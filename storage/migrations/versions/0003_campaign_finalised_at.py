@@ -4,6 +4,9 @@ Set when a campaign is completed or failed, and when a cancelled campaign is set
 recipient is open, its counters are taken from the ledger, its delivered recipients' tasks dealt and
 its letters zipped. A cancelled campaign without it still has that to do.
 
+Campaigns already closed when this runs (completed, failed, cancelled) are marked finalised at their
+last update: settling campaigns cancelled long ago would deal tasks and build ZIPs nobody expects.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-27
@@ -22,6 +25,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('campaigns', schema=None) as batch_op:
         batch_op.add_column(sa.Column('finalised_at', sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE campaigns SET finalised_at = updated_at WHERE status IN ('completed', 'failed', 'cancelled')")
 
 
 def downgrade() -> None:
