@@ -14,7 +14,9 @@ from storage import campaigns as repo
 from storage.models import Campaign, CampaignMessage, Recipient
 from storage.timefmt import now
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
-from worker import campaign_service
+from tests.cli import CliRunner
+from worker import campaign_service, fanout
+from worker.actors import DELIVERY_QUEUE
 
 
 def _create(app, payload) -> str:
@@ -193,3 +195,23 @@ def test_scheduler_down_for_hours_dispatches_once(pg_db, redis_url, smtp_server)
         assert drive(app, actors, campaign_id) == "completed"
         assert drive(app, actors, campaign_id) == "completed"
     assert len(smtp_server.messages) == 3
+
+
+def test_a_paused_campaign_sends_nothing_until_resumed_then_each_recipient_once(pg_db, redis_url, smtp_server,
+                                                                                 monkeypatch, capsys):
+    app = make_app(pg_db, redis_url, smtp_server.url)
+    load(app, bundle([contact(i) for i in range(25)]))
+    campaign_id = _create(app, email_payload())
+    batches = []
+    fanout.dispatch(app, campaign_id, batches.extend)  # fanned out; its delivery messages not sent yet
+    cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, BROKER_URL=redis_url, SMTP_URL=smtp_server.url)
+    assert cli("campaigns", "pause", campaign_id).json["status"] == "paused"
+    with in_process_worker(app) as actors:
+        actors.enqueue_batches(batches)
+        actors.broker.join(DELIVERY_QUEUE, timeout=20_000)  # every delivery message taken: none sent
+        assert smtp_server.messages == []
+        assert set(_ledger(app, campaign_id).values()) == {("pending", None)}
+        assert cli("campaigns", "resume", campaign_id).json["status"] == "sending"
+        assert drive(app, actors, campaign_id) == "completed"
+    rcpts = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
+    assert rcpts == sorted(f"person{i}@example.com" for i in range(25))
