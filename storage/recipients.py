@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Select, func, null, or_, select
@@ -65,21 +66,30 @@ def list_recipients(
     return items, total
 
 
-def iter_recipients(session: Session, campaign: Campaign, page_size: int = 1000):
-    """Every recipient as (contact, ledger row or None), in the listing's order, in keyset pages.
+def iter_recipients(session: Session, campaign: Campaign, columns: Sequence[Any],
+                    page_size: int = 1000) -> Iterator[tuple[Any, ...]]:
+    """Every recipient as a tuple of ``columns`` (of ``Contact``) followed by its delivery status,
+    reason and time (None, None, None before dispatch), in keyset pages.
 
-    Memory holds one page; the order and the set are exactly those of ``list_recipients``.
+    The order and the set are exactly those of ``list_recipients``. Plain rows, not ORM objects:
+    an export reads every recipient of a campaign, and building objects took a quarter of its time.
     """
-    query, key = _recipients(session, campaign)
+    if campaign.dispatched_at is None:
+        key: Any = Contact.id
+        query = selected_contacts(session, campaign).with_only_columns(*columns, null(), null(), null(), key)
+    else:
+        key = Recipient.id
+        query = (select(*columns, Recipient.status, Recipient.reason, Recipient.updated_at, key)
+                 .join_from(Contact, Recipient, Recipient.contact_id == Contact.id)
+                 .where(Recipient.campaign_id == campaign.id))
     last = None
     while True:
         page_query = query.order_by(key).limit(page_size)
         if last is not None:
             page_query = page_query.where(key > last)
-        page = [tuple(row) for row in session.execute(page_query)]
+        page = session.execute(page_query).all()
         if not page:
             return
-        contact, ledger = page[-1]
-        last = contact.id if ledger is None else ledger.id
-        yield from page
-        session.expunge_all()  # keep the identity map from growing with the export
+        last = page[-1][-1]
+        for row in page:
+            yield tuple(row)[:-1]

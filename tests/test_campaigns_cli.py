@@ -7,9 +7,14 @@ import uuid
 
 import pytest
 
-from storage.models import CampaignSettings, Contact, RelationsPath, Template, User
+from storage.filters import parse_filters
+from storage.ledger import insert_recipients
+from storage.models import Campaign, CampaignSettings, Contact, RelationsPath, Template, User
+from storage.recipients import iter_recipients
+from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.seed_payloads import RELATIONS_PATH, create_payload, future, settings_payload, update_payload
+from worker.exports import COLUMNS, HEADER, recipient_row
 
 
 def _contact(last_name: str, **fields) -> Contact:
@@ -225,3 +230,34 @@ def test_recipients_are_exactly_the_filtered_contacts(cli, tmp_path, sessions):
     assert {f["name"] for f in item["fixed_fields"]} >= {"first_name", "last_name", "email"}
     searched = cli("campaigns", "recipients", created["id"], "--search", "vander").json
     assert [i["id"] for i in searched["data"]] == [wanted[1].id]
+
+
+def test_the_export_rows_are_the_listing_before_and_after_fan_out(cli, tmp_path, sessions):
+    with sessions.begin() as s:
+        for i in range(7):
+            contact = _contact(f"Berger{i}", email=f"b{i}@x.example")
+            contact.consent = {"email": {"consent_given": i % 2 == 0}}
+            s.add(contact)
+    payload = create_payload()
+    payload["filter"] = [{"field": "contact.fixed_fields.last_name", "operator": "ct", "value": "Berger"}]
+    campaign_id = cli("campaigns", "create", _write(tmp_path, payload), "--user", "1").json["id"]
+
+    def export_and_listing():
+        with sessions() as s:
+            campaign = s.get(Campaign, campaign_id)
+            rows = [recipient_row(r) for r in iter_recipients(s, campaign, COLUMNS, page_size=3)]
+        listing = cli("campaigns", "recipients", campaign_id, "--per-page", "50").json["data"]
+        return rows, listing
+
+    for stage in ("before fan-out", "after"):
+        rows, listing = export_and_listing()
+        assert [r[0] for r in rows] == [item["id"] for item in listing], stage
+        status, consent = HEADER.index("Delivery status"), HEADER.index("Email consent")
+        assert [r[status] for r in rows] == [item["delivery"]["status"] for item in listing], stage
+        assert sorted(r[consent] for r in rows) == ["no"] * 3 + ["yes"] * 4, stage
+        assert all(len(r) == len(HEADER) for r in rows)
+        with sessions.begin() as s:  # fan it out: the ledger decides the rows from now on
+            campaign = s.get(Campaign, campaign_id)
+            insert_recipients(s, campaign, parse_filters(campaign.filter), now())
+            campaign.dispatched_at = now()
+    assert {r[HEADER.index("Delivery status")] for r in rows} <= {"pending", "skipped"}

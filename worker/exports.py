@@ -16,7 +16,7 @@ from renderers.xlsx import write_xlsx
 from storage.campaigns import get_campaign
 from storage.errors import NotFound
 from storage.fields import CONSENT_CHANNELS, FIXED_FIELDS
-from storage.models import Contact, Export, Recipient, StoredFile
+from storage.models import Contact, Export, StoredFile
 from storage.objectstore import make_key
 from storage.recipients import iter_recipients
 from storage.timefmt import fmt, now as utcnow
@@ -29,16 +29,22 @@ HEADER = (["Contact ID"] + [field.label for field in FIXED_FIELDS]
           + ["Delivery status", "Delivery reason", "Delivery at"])
 
 
-def _consent(contact: Contact, channel: str) -> str:
-    given = ((contact.consent or {}).get(channel) or {}).get("consent_given")
+# What a row reads of each contact (storage.recipients.iter_recipients adds the delivery).
+COLUMNS = (Contact.id, *(getattr(Contact, field.name) for field in FIXED_FIELDS), Contact.consent)
+
+
+def _consent(consent: dict | None, channel: str) -> str:
+    given = ((consent or {}).get(channel) or {}).get("consent_given")
     return "" if given is None else ("yes" if given else "no")
 
 
-def recipient_row(contact: Contact, ledger: Recipient | None) -> list[Any]:
-    """One spreadsheet row: the contact's fixed fields, consent per channel, delivery state."""
-    delivery = (ledger.status, ledger.reason, fmt(ledger.updated_at)) if ledger else ("pending", None, None)
-    return ([contact.id] + [getattr(contact, field.name) for field in FIXED_FIELDS]
-            + [_consent(contact, channel) for channel in CONSENT_CHANNELS] + list(delivery))
+def recipient_row(row: tuple[Any, ...]) -> list[Any]:
+    """One spreadsheet row from a ``COLUMNS`` + delivery row: the contact's id and fixed fields,
+    consent per channel, delivery state (``pending`` before the campaign took its recipients)."""
+    contact_id, *fixed = row[:len(FIXED_FIELDS) + 1]
+    consent, status, reason, at = row[len(FIXED_FIELDS) + 1:]
+    delivery = [status, reason, fmt(at)] if status is not None else ["pending", None, None]
+    return [contact_id, *fixed, *(_consent(consent, channel) for channel in CONSENT_CHANNELS), *delivery]
 
 
 def export_to_seed(export: Export) -> dict[str, Any]:
@@ -74,7 +80,7 @@ def run_export(app: App, campaign_id: str, export_id: str) -> None:
             path = Path(tmp) / "recipients.xlsx"
             with app.sessions() as session:
                 campaign = get_campaign(session, campaign_id)
-                rows = (recipient_row(c, r) for c, r in iter_recipients(session, campaign))
+                rows = map(recipient_row, iter_recipients(session, campaign, COLUMNS))
                 count = write_xlsx(path, "Recipients", HEADER, rows)
             file_id = str(uuid.uuid4())
             key = make_key("exports", campaign_id, f"{file_id}.xlsx")
