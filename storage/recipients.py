@@ -35,15 +35,19 @@ def _delivery(row: Recipient | None) -> dict[str, Any]:
     return {"status": row.status, "reason": row.reason, "at": fmt(row.updated_at)}
 
 
-def _recipients(session: Session, campaign: Campaign) -> tuple[Select, Any]:
-    """(Contact, Recipient or None) rows of the campaign, and the column that orders them.
+def _recipients(session: Session, campaign: Campaign, contact: Sequence[Any],
+                delivery: Sequence[Any]) -> tuple[Select, Any]:
+    """``SELECT *contact, *delivery`` (columns or entities of Contact, then of Recipient) over the
+    campaign's recipients, and the column that orders them.
 
-    Before dispatch the filter is evaluated live; once dispatched the ledger is the list (the set
-    the campaign actually took), so later contact edits do not change who was a recipient.
+    Before dispatch the filter is evaluated live, with NULL for each ``delivery`` item; once
+    dispatched the ledger is the list (the set the campaign actually took), so later contact edits
+    do not change who was a recipient.
     """
     if campaign.dispatched_at is None:
-        return selected_contacts(session, campaign).add_columns(null()), Contact.id
-    query = (select(Contact, Recipient).join(Recipient, Recipient.contact_id == Contact.id)
+        live = selected_contacts(session, campaign).with_only_columns(*contact, *(null() for _ in delivery))
+        return live, Contact.id
+    query = (select(*contact, *delivery).join_from(Contact, Recipient, Recipient.contact_id == Contact.id)
              .where(Recipient.campaign_id == campaign.id))
     return query, Recipient.id
 
@@ -52,7 +56,7 @@ def list_recipients(
     session: Session, campaign: Campaign, *, page: int = 1, per_page: int = 15, search: str | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of recipients in the seed's shape plus ``delivery``, and the total."""
-    query, key = _recipients(session, campaign)
+    query, key = _recipients(session, campaign, (Contact,), (Recipient,))
     query = _search(query, search)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     pairs = session.execute(query.order_by(key).offset((page - 1) * per_page).limit(per_page)).all()
@@ -74,14 +78,8 @@ def iter_recipients(session: Session, campaign: Campaign, columns: Sequence[Any]
     The order and the set are exactly those of ``list_recipients``. Plain rows, not ORM objects:
     an export reads every recipient of a campaign, and building objects took a quarter of its time.
     """
-    if campaign.dispatched_at is None:
-        key: Any = Contact.id
-        query = selected_contacts(session, campaign).with_only_columns(*columns, null(), null(), null(), key)
-    else:
-        key = Recipient.id
-        query = (select(*columns, Recipient.status, Recipient.reason, Recipient.updated_at, key)
-                 .join_from(Contact, Recipient, Recipient.contact_id == Contact.id)
-                 .where(Recipient.campaign_id == campaign.id))
+    query, key = _recipients(session, campaign, columns, (Recipient.status, Recipient.reason, Recipient.updated_at))
+    query = query.add_columns(key)  # the keyset: the last row's key starts the next page
     last = None
     while True:
         page_query = query.order_by(key).limit(page_size)
