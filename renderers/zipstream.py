@@ -4,7 +4,7 @@
 on a non-seekable target ``zipfile`` puts each entry's sizes in a data descriptor after its data,
 so only the entry being written is in memory. The central directory's records wait in a temporary
 file, not in memory as zipfile keeps them (760 bytes per entry: ~725 MiB for a million letters);
-names already used are remembered as 16-byte digests.
+names already used are remembered as 16-byte digests, in one set.
 
 Entries are DEFLATED at level 1: WeasyPrint compresses a PDF's streams already, but deflating the
 rest still saves ~5% for ~0.2 ms a letter, under 1% of rendering it; level 6 saves no more
@@ -48,12 +48,14 @@ def _name_key(name: str) -> bytes:
     return hashlib.blake2b(name.casefold().encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def safe_entry_name(contact_id: str, name_hint: str | None, used: set[bytes]) -> str:
+def safe_entry_name(contact_id: str, name_hint: str | None, used: set[bytes], *, register: bool = True) -> str:
     """A ZIP entry name for a contact's letter: ``<hint>-<contact id>.pdf``.
 
     Only ``[A-Za-z0-9._-]``, never starting with ``.`` or ``-``, no ``..`` or ``/``, at most
     ``MAX_NAME`` characters, and unique in the archive, case aside (archives get unpacked on
-    case-insensitive file systems): ``used`` holds digests of the names given so far and is updated.
+    case-insensitive file systems): ``used`` holds digests of the names given so far and is updated,
+    unless ``register`` is False: then ``used`` is the ``seen`` set ``write_zip`` fills as it writes,
+    and the entries are made one at a time as it asks for them (one set for a million names, not two).
     A contact named ``../../etc`` gives ``etc-<contact id>.pdf``. Raises ValueError for an
     empty contact id.
     """
@@ -72,22 +74,25 @@ def safe_entry_name(contact_id: str, name_hint: str | None, used: set[bytes]) ->
         n += 1
         name = f"{stem}-{n}.pdf"
         key = _name_key(name)
-    used.add(key)
+    if register:
+        used.add(key)
     return name
 
 
 def write_zip(
-    target: BinaryIO, entries: Iterable[tuple[str, Callable[[], bytes] | bytes]]
+    target: BinaryIO, entries: Iterable[tuple[str, Callable[[], bytes] | bytes]],
+    seen: set[bytes] | None = None,
 ) -> int:
     """Stream a ZIP of ``entries`` (name, bytes or a function returning them) into ``target``.
 
     Each function is called when its entry is written, so a generator of entries keeps one
     document in memory at a time. Names must be safe (see ``safe_entry_name``) and unique;
-    otherwise ValueError, before that entry is written. Returns the number of entries written.
+    otherwise ValueError, before that entry is written. ``seen`` (new if not given) receives the
+    digest of each name written. Returns the number of entries written.
     After any error the target holds an archive of the entries before it: discard it.
     """
     written = 0
-    seen: set[bytes] = set()
+    seen = set() if seen is None else seen
     stamp = time.gmtime()[:6]
     records = _SpooledRecords()
     try:

@@ -115,6 +115,21 @@ def test_a_zip_streamed_to_a_non_seekable_target_reads_back():
             assert info.flag_bits & 0x08  # sizes after the data: written without seeking
 
 
+def test_names_made_as_the_writer_asks_share_its_one_set():
+    written: set[bytes] = set()
+    hints = ["Zoë", "zoë", "ZOË", "../../etc", "Zoë"]
+    entries = ((safe_entry_name(CID, hint, written, register=False), f"%PDF-{n}".encode())
+               for n, hint in enumerate(hints))  # made one at a time, as build_archive does
+    target = Unseekable()
+    assert write_zip(target, entries, seen=written) == 5
+    with zipfile.ZipFile(io.BytesIO(target.buffer.getvalue())) as archive:
+        names = archive.namelist()
+    assert len({name.casefold() for name in names}) == 5 and len(written) == 5
+    assert names[:3] == [f"Zoe-{CID}.pdf", f"zoe-{CID}-2.pdf", f"ZOE-{CID}-3.pdf"]
+    with pytest.raises(ValueError, match="duplicate"):  # a name made but not asked for in order
+        write_zip(io.BytesIO(), [(names[0], b"%PDF")], seen=set(written))
+
+
 def test_more_entries_than_a_plain_zip_holds_read_back_in_order():
     # Past 65,535 entries the central directory needs ZIP64 records; the writer keeps the entries'
     # records in a temporary file, not in memory, until it writes that directory.

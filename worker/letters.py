@@ -106,7 +106,7 @@ def build_archive(app: App, campaign_id: str) -> str | None:
         return None
     file_id = str(uuid.uuid4())
     key = make_key("letters", campaign_id, f"letters-{file_id}.zip")
-    used: set[bytes] = set()
+    written: set[bytes] = set()  # write_zip's: the names it wrote, which the next name must avoid
     parts: list[str] = []
     with app.sessions() as session:
         rows = session.execute(
@@ -124,11 +124,11 @@ def build_archive(app: App, campaign_id: str) -> str | None:
                     part = zipfile.ZipFile(io.BytesIO(app.store.get_bytes(artifact_key)))
                     parts.append(artifact_key)
                 hint = "-".join(bit for bit in (last, first) if bit)
-                yield safe_entry_name(contact_id, hint, used), part.read(f"{row_id}.pdf")
+                yield safe_entry_name(contact_id, hint, written, register=False), part.read(f"{row_id}.pdf")
 
         try:
             with app.store.open_writer(key, "application/zip") as target:
-                count = write_zip(target, entries())
+                count = write_zip(target, entries(), seen=written)
         except ObjectMissing:
             if _nothing_to_build(app, campaign_id):  # another worker built it meanwhile, parts removed
                 return None
