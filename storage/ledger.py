@@ -189,10 +189,10 @@ def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str
     return campaigns
 
 
-def has_open_rows(session: Session, campaign_id: str) -> bool:
-    """True while any row of the campaign is pending or sending."""
+def has_rows(session: Session, campaign_id: str, statuses: Iterable[str] = OPEN) -> bool:
+    """True when any row of the campaign has one of ``statuses`` (by default: is pending or sending)."""
     return session.scalar(
-        select(Recipient.id).where(Recipient.campaign_id == campaign_id, Recipient.status.in_(OPEN)).limit(1)
+        select(Recipient.id).where(Recipient.campaign_id == campaign_id, Recipient.status.in_(statuses)).limit(1)
     ) is not None
 
 
@@ -204,7 +204,7 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 
 __all__ = [
-    "Batch", "Claimed", "claim", "finish", "touch_progress", "has_open_rows", "insert_recipients", "open_batches", "open_rows",
+    "Batch", "Claimed", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
     "release", "release_stale", "skip_reason", "skip_reason_of", "valid_email",
 ]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from scheduler.jobs import finalise
-from storage.models import Campaign, Recipient
+from storage.ledger import has_rows
+from storage.models import Campaign
 from storage.timefmt import now as utcnow
 from worker.app import App
 from worker.tasks import deal_tasks
@@ -20,7 +20,8 @@ def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: flo
     """The scheduler's finalise hook. Returns False while the campaign must wait (its ZIP is being built)."""
 
     def hook(session: Session, campaign: Campaign) -> bool:
-        if campaign.type == "letter" and campaign.letters_file_id is None and _any_sent(session, campaign.id):
+        # A letter campaign that sent nothing (all failed or skipped) has no letters to zip.
+        if campaign.type == "letter" and campaign.letters_file_id is None and has_rows(session, campaign.id, ("sent",)):
             now = utcnow()
             asked = campaign.archive_requested_at
             if asked is None or asked < now - timedelta(seconds=rerequest_after):
@@ -33,12 +34,6 @@ def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: flo
         return True
 
     return hook
-
-
-def _any_sent(session: Session, campaign_id: str) -> bool:
-    # A letter campaign that sent nothing (all failed or skipped) has no letters to zip.
-    return bool(session.scalar(select(exists().where(Recipient.campaign_id == campaign_id,
-                                                     Recipient.status == "sent"))))
 
 
 def hook_for(app: App, enqueue_archive: Callable[[str], None]) -> Callable[[Session, Campaign], bool]:
