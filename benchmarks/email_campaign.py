@@ -54,14 +54,14 @@ from storage.db import make_engine, safe_identifier  # noqa: E402
 from storage.loader import load_bundle, load_jsonl  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, CampaignMessage, Contact, Recipient, User  # noqa: E402
-from worker import campaign_service  # noqa: E402
-from worker.actors import declare_actors  # noqa: E402
-from worker.app import App  # noqa: E402
-from worker.broker import NAMESPACE, make_broker  # noqa: E402
-from worker.campaign_runtime import build_runtime  # noqa: E402
-from worker.logging import configure_logging  # noqa: E402
-from worker.services import enqueue_for  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.pipeline import campaign_service  # noqa: E402
+from worker.pipeline.actors import declare_actors  # noqa: E402
+from worker.pipeline.app import App  # noqa: E402
+from worker.runtime.broker import NAMESPACE, make_broker  # noqa: E402
+from worker.channels.campaign_runtime import build_runtime  # noqa: E402
+from worker.runtime.logging import configure_logging  # noqa: E402
+from worker.pipeline.roles import enqueue_for  # noqa: E402
+from worker.runtime.settings import Settings  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -486,13 +486,13 @@ def start_profilers(pids: list[int], stamp: str) -> list[tuple[subprocess.Popen,
 
 CATEGORIES = [  # (label, substring of a py-spy frame): the first label with a frame in the stack wins
     ("render: html_to_text", "html_to_text ("), ("mime: build_email", "build_email ("),
-    ("render: jinja", "render_template ("), ("render: context", "context (worker/campaign_runtime"),
+    ("render: jinja", "render_template ("), ("render: context", "context (worker/channels/campaign_runtime"),
     ("recheck", "recheck ("), ("sql: claim", "claim (storage/ledger"), ("sql: load contacts", "_load_contacts ("),
     ("sql: archive", "_archive ("), ("sql: finish", "finish (storage/ledger"), ("sql: release", "release (storage/ledger"),
     ("sql: other", "sqlalchemy/"),
-    ("smtp: aiosmtplib", "aiosmtplib/"), ("smtp: pool", "worker/smtp.py"), ("smtp: event loop", "run_forever ("),
+    ("smtp: aiosmtplib", "aiosmtplib/"), ("smtp: pool", "worker/channels/smtp.py"), ("smtp: event loop", "run_forever ("),
     ("render: other (footer, Message-ID, unsubscribe URL)", "CampaignRuntime.email ("),
-    ("delivery: other", "worker/delivery.py"), ("delivery: other", "worker/emails.py"),
+    ("delivery: other", "worker/pipeline/delivery.py"), ("delivery: other", "worker/channels/email.py"),
     ("broker: dramatiq + redis", "dramatiq/"),
 ]
 

@@ -86,7 +86,7 @@ def prepare(db_url: str, n: int, seed: int, workdir: Path) -> tuple[str, dict]:
     from storage.migrate import upgrade
     from storage.models import Campaign, Recipient
     from storage.timefmt import now as utcnow
-    from worker import campaign_service
+    from worker.pipeline import campaign_service
 
     figures: dict = {}
     engine = make_engine(db_url)
@@ -139,10 +139,10 @@ def export_child(db_url: str, storage_url: str, campaign_id: str, out) -> None:
     """In a fresh process: start and run the export; send back timings, RSS and the file's path."""
     try:
         from storage.models import Export, StoredFile
-        from worker.app import App
-        from worker.exports import run_export, start_export
-        from worker.logging import configure_logging
-        from worker.settings import Settings
+        from worker.pipeline.app import App
+        from worker.pipeline.exports import run_export, start_export
+        from worker.runtime.logging import configure_logging
+        from worker.runtime.settings import Settings
 
         configure_logging("json", "WARNING")
         app = App(Settings(database_url=db_url, storage_url=storage_url, log_level="WARNING", log_format="json"))
@@ -207,7 +207,7 @@ def verify(path: str, n: int, first_contact: str) -> dict:
     """openpyxl, read-only: N + 1 rows, the export's header, the first contact first."""
     import openpyxl
 
-    from worker.exports import HEADER
+    from worker.pipeline.exports import HEADER
 
     started = time.perf_counter()
     workbook = openpyxl.load_workbook(path, read_only=True)

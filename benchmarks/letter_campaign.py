@@ -21,7 +21,7 @@ Letters: ``invoice`` (the default: sender, address window, an item table, a page
 (the same frame around three paragraphs), from benchmarks/letter_render.py. Threads: rendering is
 CPU-bound under the GIL, so a process renders one batch at a time whatever its thread count; its
 other thread stores parts and talks to the database meanwhile. The raw limit runs with the workers'
-garbage-collector settings (worker.services.tune_gc, a collection after each batch).
+garbage-collector settings (worker.pipeline.roles.tune_gc, a collection after each batch).
 Env: BENCH_PG_ADMIN_URL (as for email_campaign.py), BENCH_LETTER_REDIS_URL (redis://127.0.0.1:6379/11,
 flushed; not email_campaign.py's db 14, so the two can never take each other's messages). Worker tuning variables
 (DELIVERY_BATCH_SIZE, ...) are passed through to the workers and recorded. Exit status: 0 when every
@@ -64,14 +64,14 @@ from renderers.pdf import render_batch, render_pdfs  # noqa: E402
 from storage.db import make_engine, safe_identifier  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Contact, Recipient, StoredFile, User  # noqa: E402
-from worker import campaign_service  # noqa: E402
-from worker.actors import declare_actors  # noqa: E402
-from worker.app import App  # noqa: E402
-from worker.broker import make_broker  # noqa: E402
-from worker.campaign_runtime import build_runtime  # noqa: E402
-from worker.logging import configure_logging  # noqa: E402
-from worker.services import tick, tune_gc  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from worker.pipeline import campaign_service  # noqa: E402
+from worker.pipeline.actors import declare_actors  # noqa: E402
+from worker.pipeline.app import App  # noqa: E402
+from worker.runtime.broker import make_broker  # noqa: E402
+from worker.channels.campaign_runtime import build_runtime  # noqa: E402
+from worker.runtime.logging import configure_logging  # noqa: E402
+from worker.pipeline.roles import tick, tune_gc  # noqa: E402
+from worker.runtime.settings import Settings  # noqa: E402
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}

@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=200_000)
     args = parser.parse_args()
-    written: set[bytes] = set()  # as worker.letters.build_archive: one set of names, write_zip's
+    written: set[bytes] = set()  # as worker.channels.letters.build_archive: one set of names, write_zip's
     payload = b"%PDF-1.7 " * 100
     entries = ((safe_entry_name(f"00000000-0000-0000-0000-{n:012d}", "Østergaard-Søren", written,
                                 register=False), payload)

@@ -3,7 +3,7 @@
 WeasyPrint lays a document out with a ``LayoutContext`` that refers to itself (a
 ``functools.partial`` bound to it) and, through its ``StyleFor``, to every computed style of the
 document: about 1,900 objects a benchmark letter that only the cycle collector can free. Workers
-collect after each batch (``worker.services.tune_gc``), and that took ~1 ms a letter, ~5% of
+collect after each batch (``worker.pipeline.roles.tune_gc``), and that took ~1 ms a letter, ~5% of
 rendering. Emptying the context once the document's PDFs are written breaks the cycle: the styles
 go with the document, the collection finds ~90 objects a letter (0.07 ms), and the invoice letter
 takes 18.4 instead of 19.1 ms of CPU (batches alternating with and without it in one process).

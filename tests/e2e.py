@@ -10,10 +10,10 @@ from typing import Any
 
 from storage import campaigns as repo
 from storage.loader import load_bundle
-from worker.app import App
-from worker.broker import make_broker
-from worker.services import running_worker, tick
-from worker.settings import Settings
+from worker.pipeline.app import App
+from worker.runtime.broker import make_broker
+from worker.pipeline.roles import running_worker, tick
+from worker.runtime.settings import Settings
 from tests.seed_payloads import RELATIONS_PATH
 
 FINAL = ("completed", "failed", "cancelled")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from worker.mailcatcher import BoundController
+from worker.channels.mailcatcher import BoundController
 
 DROP = "<drop the connection>"
 """Script action: close the client's connection instead of replying."""

@@ -13,7 +13,7 @@ import redis
 
 from tests.cli import CliRunner
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
-from worker import campaign_service
+from worker.pipeline import campaign_service
 
 
 def enqueue_raw(redis_url: str, queue: str, actor: str, args: list, kwargs: dict | None = None) -> None:

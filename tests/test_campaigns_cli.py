@@ -14,7 +14,7 @@ from storage.recipients import iter_recipients
 from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.seed_payloads import RELATIONS_PATH, create_payload, future, settings_payload, update_payload
-from worker.exports import COLUMNS, HEADER, recipient_row
+from worker.pipeline.exports import COLUMNS, HEADER, recipient_row
 
 
 def _contact(last_name: str, **fields) -> Contact:

@@ -47,7 +47,7 @@ def test_demo_on_the_embedded_default(tmp_path):
 def test_run_sends_a_campaign_created_through_the_cli(tmp_path):
     env = _env(SCHEDULER_INTERVAL="0.3")
     subprocess.run([*CLI, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
-    from worker.demo import demo_bundle, email_payload
+    from worker.cli.demo import demo_bundle, email_payload
 
     (tmp_path / "bundle.json").write_text(json.dumps(demo_bundle(contacts=12)))
     (tmp_path / "campaign.json").write_text(json.dumps(email_payload()))

@@ -15,8 +15,8 @@ from storage.models import Campaign, CampaignMessage, Recipient
 from storage.timefmt import now
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
 from tests.cli import CliRunner
-from worker import campaign_service, fanout
-from worker.actors import DELIVERY_QUEUE
+from worker.pipeline import campaign_service, fanout
+from worker.pipeline.actors import DELIVERY_QUEUE
 
 
 def _create(app, payload) -> str:

@@ -16,9 +16,9 @@ from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.e2e import contact, drive, in_process_worker, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
-from worker import campaign_service
-from worker.letters import LetterMissing, build_archive, pack_part, part_key
-from worker.services import tick
+from worker.pipeline import campaign_service
+from worker.channels.letters import LetterMissing, build_archive, pack_part, part_key
+from worker.pipeline.roles import tick
 
 
 def _campaign_with_ledger(app, rows):

@@ -14,10 +14,10 @@ from storage.models import Campaign, Recipient, StoredFile
 from tests.e2e import contact, load, make_app
 from tests.test_letters_e2e import letter_bundle, letter_payload
 from tests.test_worker_crash import _start_worker
-from worker import campaign_service
-from worker.actors import declare_actors
-from worker.broker import make_broker
-from worker.services import tick
+from worker.pipeline import campaign_service
+from worker.pipeline.actors import declare_actors
+from worker.runtime.broker import make_broker
+from worker.pipeline.roles import tick
 
 
 def test_killed_letter_worker_loses_and_duplicates_no_letter(pg_db, redis_url, s3_env, s3_bucket):

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from storage.models import Campaign, Recipient
 from tests.cli import CliRunner
 from tests.e2e import bundle, contact, drive, in_process_worker, load, make_app
-from worker import campaign_service
+from worker.pipeline import campaign_service
 
 
 def letter_bundle(contacts):

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from renderers.pdf import render_pdfs
-from worker.logging import _CHATTY, configure_logging
+from worker.runtime.logging import _CHATTY, configure_logging
 
 
 @pytest.fixture

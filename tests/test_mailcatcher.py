@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import mailbox
 
-from worker.mailcatcher import MailCatcher
-from worker.smtp import OutgoingMail, SendResult, SmtpConfig, SmtpSender
+from worker.channels.mailcatcher import MailCatcher
+from worker.channels.smtp import OutgoingMail, SendResult, SmtpConfig, SmtpSender
 
 
 def message(n: int) -> bytes:

@@ -10,7 +10,7 @@ from email import message_from_bytes
 import pytest
 
 from tests.smtpserver import DROP, SmtpTestServer
-from worker.smtp import (
+from worker.channels.smtp import (
     OutgoingMail,
     PermanentSmtpError,
     SendResult,

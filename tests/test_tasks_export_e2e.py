@@ -19,10 +19,10 @@ from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
 from tests.seed_payloads import RELATIONS_PATH, future
-from worker import campaign_service
-from worker.actors import declare_actors
-from worker.broker import make_broker
-from worker.services import tick
+from worker.pipeline import campaign_service
+from worker.pipeline.actors import declare_actors
+from worker.runtime.broker import make_broker
+from worker.pipeline.roles import tick
 
 
 def phone_bundle(n: int):

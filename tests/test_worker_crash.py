@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from storage.models import Campaign, Recipient
 from tests.e2e import bundle, contact, email_payload, load, make_app
-from worker import campaign_service
-from worker.actors import declare_actors
-from worker.broker import make_broker
-from worker.services import tick as run_scheduler_jobs
+from worker.pipeline import campaign_service
+from worker.pipeline.actors import declare_actors
+from worker.runtime.broker import make_broker
+from worker.pipeline.roles import tick as run_scheduler_jobs
 
 THREADS, BATCH = 4, 5
 

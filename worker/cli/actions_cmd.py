@@ -10,11 +10,11 @@ from storage.campaign_messages import get_message, list_messages, message_to_see
 from storage.errors import ValidationFailed
 from storage.serialize import pagination
 from storage.timefmt import now as utcnow
-from worker import side_jobs
-from worker.actors import declare_actors
-from worker.app import App
-from worker.broker import is_memory, make_broker
-from worker.campaign_service import campaign_problems
+from worker.pipeline import side_jobs
+from worker.pipeline.actors import declare_actors
+from worker.pipeline.app import App
+from worker.runtime.broker import is_memory, make_broker
+from worker.pipeline.campaign_service import campaign_problems
 from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaigns_group, emit_campaign
 from worker.cli.output import emit, read_json_file
 

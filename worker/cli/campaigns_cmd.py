@@ -9,8 +9,8 @@ from storage.errors import ValidationFailed
 from storage.recipients import list_recipients
 from storage.serialize import pagination
 from storage.timefmt import now as utcnow
-from worker import campaign_service
-from worker.app import App
+from worker.pipeline import campaign_service
+from worker.pipeline.app import App
 from worker.cli.output import emit, read_json_file
 
 PAGE = click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from storage.migrate import upgrade
-from worker.app import App
+from worker.pipeline.app import App
 from worker.cli.output import emit
 
 

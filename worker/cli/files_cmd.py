@@ -10,10 +10,10 @@ from storage.errors import Conflict, NotFound
 from storage.models import Contact, StoredFile, Task, User
 from storage.serialize import user_to_seed
 from storage.timefmt import fmt
-from worker.actors import declare_actors
-from worker.app import App
-from worker.broker import is_memory, make_broker
-from worker.exports import export_to_seed, get_export, run_export, start_export
+from worker.pipeline.actors import declare_actors
+from worker.pipeline.app import App
+from worker.runtime.broker import is_memory, make_broker
+from worker.pipeline.exports import export_to_seed, get_export, run_export, start_export
 from worker.cli.campaigns_cmd import campaigns_group
 from worker.cli.output import emit
 

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from storage.errors import ValidationFailed
 from storage.loader import load_bundle, load_jsonl
-from worker.app import App
+from worker.pipeline.app import App
 from worker.cli.output import EXIT_ERROR, emit, fail
 
 

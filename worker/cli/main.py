@@ -8,10 +8,10 @@ import click
 import pydantic
 
 from storage.errors import Conflict, NotFound, ValidationFailed
-from worker.app import App
+from worker.pipeline.app import App
 from worker.cli.output import EXIT_CONFLICT, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_FOUND, fail
-from worker.logging import configure_logging
-from worker.settings import Settings
+from worker.runtime.logging import configure_logging
+from worker.runtime.settings import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

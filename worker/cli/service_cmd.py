@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from storage.errors import ValidationFailed
-from worker.app import App
-from worker.broker import is_memory, make_broker
-from worker.services import running_worker, scheduler_for, supervise, wait_for_signal
-from worker.status import status_report
+from worker.pipeline.app import App
+from worker.runtime.broker import is_memory, make_broker
+from worker.pipeline.roles import running_worker, scheduler_for, supervise, wait_for_signal
+from worker.pipeline.status import status_report
 
 
 def _needs_real_broker(app: App, command: str) -> None:
@@ -44,7 +44,7 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
 def scheduler_cmd(app: App) -> None:
     """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
     _needs_real_broker(app, "scheduler")
-    from worker.actors import declare_actors
+    from worker.pipeline.actors import declare_actors
 
     broker = make_broker(app.settings.broker_url)
     scheduler = scheduler_for(app, declare_actors(broker, app), blocking=True)
@@ -59,7 +59,7 @@ def scheduler_cmd(app: App) -> None:
 @click.pass_obj
 def run_cmd(app: App, threads: int) -> None:
     """Scheduler and worker in one process, for one machine (the in-process broker works here)."""
-    from worker.mailcatcher import MailCatcher
+    from worker.channels.mailcatcher import MailCatcher
 
     with ExitStack() as stack:
         if not app.settings.smtp_url:
@@ -110,7 +110,7 @@ def status_cmd(app: App, as_json: bool) -> None:
 @click.pass_obj
 def demo_cmd(app: App, timeout: float) -> None:
     """Load sample data, run a campaign end to end on the embedded default, print where everything went."""
-    from worker.demo import run_demo
+    from worker.cli.demo import run_demo
 
     if not is_memory(app.settings.broker_url):
         raise ValidationFailed({"BROKER_URL": ["the demo runs on the in-process broker: unset BROKER_URL"]})

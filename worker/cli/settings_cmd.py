@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from storage.campaign_settings import apply_settings, get_settings, settings_to_seed
-from worker.app import App
+from worker.pipeline.app import App
 from worker.cli.output import emit, read_json_file
 
 

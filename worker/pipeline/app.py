@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import make_engine, make_sessionmaker
 from storage.objectstore import ObjectStore, open_store
-from worker.campaign_runtime import RuntimeCache
-from worker.settings import Settings
-from worker.smtp import SmtpConfig, SmtpSender
+from worker.channels.campaign_runtime import RuntimeCache
+from worker.runtime.settings import Settings
+from worker.channels.smtp import SmtpConfig, SmtpSender
 
 
 @dataclass

@@ -15,12 +15,12 @@ import structlog
 
 from scheduler.jobs import Enqueue
 from scheduler.service import build_scheduler, run_once
-from worker.actors import Actors, declare_actors
-from worker.app import App
-from worker.finishing import hook_for
-from worker.broker import make_broker
-from worker.logging import configure_logging
-from worker.settings import Settings
+from worker.pipeline.actors import Actors, declare_actors
+from worker.pipeline.app import App
+from worker.pipeline.finishing import hook_for
+from worker.runtime.broker import make_broker
+from worker.runtime.logging import configure_logging
+from worker.runtime.settings import Settings
 
 log = structlog.get_logger()
 
@@ -61,7 +61,7 @@ def wait_for_signal() -> None:
 
 # Laying out letters allocates millions of short-lived objects: with CPython's default thresholds
 # (700, 10, 10) the collector took ~10% of the CPU of rendering them; with these ~4%. Garbage cycles
-# then wait longer, so the letter channel collects after each batch (worker/letters.py): one process
+# then wait longer, so the letter channel collects after each batch (worker/channels/letters.py): one process
 # rendering 350 letters peaked at 145 MiB, against 121 with the defaults and 262 without that collect.
 GC_THRESHOLDS = (50_000, 20, 100)
 

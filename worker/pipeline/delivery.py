@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 from storage.ledger import Batch, claim, finish, release, touch_progress
 from storage.models import Campaign, CampaignMessage, Contact, User
 from storage.timefmt import now as utcnow
-from worker.app import App
-from worker.campaign_runtime import CampaignRuntime
-from worker.emails import send_emails
-from worker.letters import render_letters
-from worker.outcomes import Outcomes, Ready
-from worker.tasks import create_tasks
+from worker.pipeline.app import App
+from worker.channels.campaign_runtime import CampaignRuntime
+from worker.channels.email import send_emails
+from worker.channels.letters import render_letters
+from worker.channels.outcomes import Outcomes, Ready
+from worker.channels.telephone import create_tasks
 
 log = structlog.get_logger()
 

@@ -16,9 +16,9 @@ from storage.objectstore import make_key
 from storage.recipients import selected_contacts
 from storage.timefmt import now as utcnow
 from storage.validation import check_campaign
-from worker.app import App
-from worker.campaign_runtime import build_runtime
-from worker.campaign_service import template_errors
+from worker.pipeline.app import App
+from worker.channels.campaign_runtime import build_runtime
+from worker.pipeline.campaign_service import template_errors
 
 log = structlog.get_logger()
 

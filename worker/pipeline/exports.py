@@ -20,7 +20,7 @@ from storage.models import Contact, Export, StoredFile
 from storage.objectstore import make_key
 from storage.recipients import iter_recipients
 from storage.timefmt import fmt, now as utcnow
-from worker.app import App
+from worker.pipeline.app import App
 
 log = structlog.get_logger()
 

@@ -11,8 +11,9 @@ import dramatiq
 import structlog
 
 from storage.ledger import Batch
-from worker import delivery, exports, fanout, finishing, letters, side_jobs
-from worker.app import App
+from worker.channels import letters
+from worker.pipeline import delivery, exports, fanout, finishing, side_jobs
+from worker.pipeline.app import App
 
 log = structlog.get_logger()
 

@@ -26,10 +26,10 @@ from renderers.pdf import render_each
 from renderers.zipstream import safe_entry_name, write_zip
 from storage.models import Campaign, CampaignSettings, Contact, Recipient, StoredFile, User
 from storage.objectstore import ObjectMissing, make_key
-from worker.addressing import NoSendingDomain, sender_for
-from worker.app import App
-from worker.campaign_runtime import CampaignRuntime
-from worker.outcomes import Outcomes, Ready
+from worker.channels.addressing import NoSendingDomain, sender_for
+from worker.pipeline.app import App
+from worker.channels.campaign_runtime import CampaignRuntime
+from worker.channels.outcomes import Outcomes, Ready
 
 log = structlog.get_logger()
 

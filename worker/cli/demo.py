@@ -16,11 +16,11 @@ from storage.models import StoredFile, Task
 from storage.loader import load_bundle
 from storage.migrate import upgrade
 from storage.timefmt import fmt, now
-from worker import campaign_service
-from worker.app import App
-from worker.broker import make_broker
-from worker.mailcatcher import MailCatcher
-from worker.services import running_worker, tick
+from worker.pipeline import campaign_service
+from worker.pipeline.app import App
+from worker.runtime.broker import make_broker
+from worker.channels.mailcatcher import MailCatcher
+from worker.pipeline.roles import running_worker, tick
 
 FIRST = ["Anna", "Søren", "Zoë", "José", "Chloé", "Mads", "Noëlle", "Åse", "Björn", "Léa", "Ole", "Renée"]
 LAST = ["Østergaard", "Brontë", "Dvořák", "Hansen", "Müller", "Larsen", "Gaël", "Nielsen", "Sørensen", "Ibáñez"]

@@ -7,10 +7,10 @@ import time
 import structlog
 
 from renderers.errors import RenderError
-from worker.app import App
-from worker.campaign_runtime import CampaignRuntime
-from worker.outcomes import Outcomes, Ready
-from worker.smtp import OutgoingMail, PermanentSmtpError, SendResult
+from worker.pipeline.app import App
+from worker.channels.campaign_runtime import CampaignRuntime
+from worker.channels.outcomes import Outcomes, Ready
+from worker.channels.smtp import OutgoingMail, PermanentSmtpError, SendResult
 from storage.ledger import Claimed
 
 log = structlog.get_logger()

@@ -21,7 +21,7 @@ from storage.filters import FilterTree, parse_filters
 from storage.ledger import skip_reason_of
 from storage.models import Campaign, CampaignSettings, Contact, Template, User
 from storage.serialize import user_to_seed
-from worker.addressing import Sender, sender_for
+from worker.channels.addressing import Sender, sender_for
 
 
 @dataclass(frozen=True)

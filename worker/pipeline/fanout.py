@@ -10,8 +10,8 @@ from storage.filters import parse_filters
 from storage.ledger import Batch, insert_recipients, open_batches
 from storage.models import Campaign
 from storage.timefmt import now as utcnow
-from worker.app import App
-from worker.campaign_service import campaign_problems
+from worker.pipeline.app import App
+from worker.pipeline.campaign_service import campaign_problems
 
 log = structlog.get_logger()
 

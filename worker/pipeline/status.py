@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from storage.campaigns import progress_of
 from storage.models import Campaign
-from worker.actors import CAMPAIGNS_QUEUE, DEFAULT_QUEUE, DELIVERY_QUEUE
-from worker.app import App
-from worker.broker import NAMESPACE, is_memory
+from worker.pipeline.actors import CAMPAIGNS_QUEUE, DEFAULT_QUEUE, DELIVERY_QUEUE
+from worker.pipeline.app import App
+from worker.runtime.broker import NAMESPACE, is_memory
 
 QUEUES = (CAMPAIGNS_QUEUE, DELIVERY_QUEUE, DEFAULT_QUEUE)
 

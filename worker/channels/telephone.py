@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from storage.models import Campaign, Contact, Recipient, Task
 from storage.timefmt import now as utcnow, parse as parse_time
-from worker.app import App
-from worker.campaign_runtime import CampaignRuntime
-from worker.outcomes import Outcomes, Ready
+from worker.pipeline.app import App
+from worker.channels.campaign_runtime import CampaignRuntime
+from worker.channels.outcomes import Outcomes, Ready
 
 log = structlog.get_logger()
 CHUNK = 1000

@@ -12,8 +12,8 @@ from scheduler.jobs import finalise
 from storage.ledger import has_rows
 from storage.models import Campaign
 from storage.timefmt import now as utcnow
-from worker.app import App
-from worker.tasks import deal_tasks
+from worker.pipeline.app import App
+from worker.channels.telephone import deal_tasks
 
 
 def before_complete(enqueue_archive: Callable[[str], None], rerequest_after: float) -> Callable[[Session, Campaign], bool]:

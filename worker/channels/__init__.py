@@ -1,0 +1,1 @@
+"""Channels: email, letter, telephone, SMTP and addressing; handed what they need, never the App."""

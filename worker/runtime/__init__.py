@@ -1,0 +1,1 @@
+"""Runtime: settings, logging, broker wiring, process supervision. Imports nothing else of worker/."""
