@@ -14,7 +14,7 @@ from storage.errors import ValidationFailed
 from storage.loader import load_bundle, load_jsonl
 from storage.models import CampaignSettings, Contact, RelationsPath, Team, Template, User
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 TABLES = ("teams", "users", "templates", "relations_paths", "contacts")
 
 

@@ -8,7 +8,7 @@ import time
 
 from storage.models import Campaign
 from tests.e2e import FINAL, bundle, contact, email_payload, in_process_worker, load, make_app
-from tests.test_letters_e2e import letter_bundle, letter_payload
+from tests.worker.test_letters_e2e import letter_bundle, letter_payload
 from worker.pipeline import campaign_service
 
 

@@ -15,7 +15,7 @@ from storage.fields import FIXED_FIELDS
 from storage.loader import load_bundle
 from storage.models import Contact, Team, User
 
-BUNDLE = Path(__file__).parent / "data" / "bundle.json"
+BUNDLE = Path(__file__).parent.parent / "data" / "bundle.json"
 NO_CONSENT = {ch: {"consent_given": None, "updated_at": ""} for ch in ("email", "letter", "call", "sms")}
 
 

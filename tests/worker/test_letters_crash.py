@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from storage.models import Campaign, Recipient, StoredFile
 from tests.e2e import contact, load, make_app
-from tests.test_letters_e2e import letter_bundle, letter_payload
+from tests.worker.test_letters_e2e import letter_bundle, letter_payload
 from tests.test_worker_crash import _start_worker
 from worker.pipeline import campaign_service
 from worker.pipeline.actors import declare_actors

@@ -15,7 +15,7 @@ from storage.objectstore import ObjectMissing
 from storage.timefmt import now
 from tests.cli import CliRunner
 from tests.e2e import contact, drive, in_process_worker, load, make_app
-from tests.test_letters_e2e import letter_bundle, letter_payload
+from tests.worker.test_letters_e2e import letter_bundle, letter_payload
 from worker.pipeline import campaign_service
 from worker.channels.letters import LetterMissing, build_archive, pack_part, part_key
 from worker.pipeline.roles import tick
