@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from storage.models import Campaign, Recipient, StoredFile
 from tests.e2e import contact, load, make_app
 from tests.worker.test_letters_e2e import letter_bundle, letter_payload
-from tests.test_worker_crash import _start_worker
+from tests.worker.test_worker_crash import _start_worker
 from worker.pipeline import campaign_service
 from worker.pipeline.actors import declare_actors
 from worker.runtime.broker import make_broker
