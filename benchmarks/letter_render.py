@@ -103,8 +103,9 @@ def letters(count: int, css_rules: int = 0, kind: str = "invoice") -> list[str]:
 
 def measure(mode: str, count: int, batch: int, css_rules: int, kind: str = "invoice") -> dict:
     """Run one mode in this process; the parent starts one process per mode."""
-    from renderers import pdf, zipstream
+    from renderers import pdf, pdf_hooks, zipstream
 
+    pdf_hooks.install()  # as the workers do (WEASYPRINT_HOOKS on)
     htmls = letters(count, css_rules, kind)
     if mode == "weasyprint":
         from weasyprint import HTML

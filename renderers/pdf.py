@@ -14,7 +14,10 @@ scoped: letters share only when their CSS cannot tell the difference (``_css_mer
 layout shows it did not (``_pages_by_letter``); any other letter is rendered alone, as by
 ``render_pdf``. Tests hold every page of a batched letter byte-equal to the letter alone.
 Within a document, a text's line breaks are asked of Pango once per text, style and width
-(``pdf_linecache``): a batch repeats most of its letters' text.
+(``pdf_linecache``): a batch repeats most of its letters' text; and a written document's layout
+context is emptied so its styles are freed by reference counting (``pdf_release``). Both are
+WeasyPrint hooks that importing this module does not install: the entry point does, through
+``renderers.pdf_hooks.install(enabled)``; without them letters are the same, only slower.
 """
 
 

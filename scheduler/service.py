@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import structlog
@@ -12,25 +11,23 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import jobs
-from storage.models import Campaign
 from storage.timefmt import now as utcnow
 
 log = structlog.get_logger()
 
 
 def run_once(sessions: sessionmaker[Session], enqueue: jobs.Enqueue, *, lease: float, stall: float,
-             batch_size: int, before_complete: Callable[[Session, Campaign], bool] | None = None) -> None:
+             batch_size: int) -> None:
     """One pass of every job (what each tick does)."""
     now = utcnow()
     jobs.claim_due(sessions, enqueue, now)
     jobs.reconcile(sessions, enqueue, now, lease=timedelta(seconds=lease), stall=timedelta(seconds=stall),
                    batch_size=batch_size)
-    jobs.finalise(sessions, now, before_complete)
+    jobs.finalise(sessions, enqueue, now, lease=timedelta(seconds=lease))
 
 
 def build_scheduler(sessions: sessionmaker[Session], enqueue: jobs.Enqueue, *, interval: float, lease: float,
-                    stall: float, batch_size: int, blocking: bool,
-                    before_complete: Callable[[Session, Campaign], bool] | None = None) -> BaseScheduler:
+                    stall: float, batch_size: int, blocking: bool) -> BaseScheduler:
     """A scheduler running every job each ``interval`` seconds.
 
     Missed ticks are coalesced into one run: a scheduler that was down for hours catches up with a
@@ -41,8 +38,7 @@ def build_scheduler(sessions: sessionmaker[Session], enqueue: jobs.Enqueue, *, i
 
     def tick() -> None:
         try:
-            run_once(sessions, enqueue, lease=lease, stall=stall, batch_size=batch_size,
-                     before_complete=before_complete)
+            run_once(sessions, enqueue, lease=lease, stall=stall, batch_size=batch_size)
         except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
             log.exception("scheduler.tick_failed")
 

@@ -6,24 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.errors import Conflict, NotFound
+from storage.errors import NotFound
+from storage.lifecycle import ensure_editable, initial_status
 from storage.models import Campaign, Recipient, Template, User
+from storage.statuses import CampaignStatus, RecipientStatus
 from storage.serialize import template_to_seed, user_to_seed
 from storage.timefmt import fmt
 from storage.validation import CampaignInput
-
-# A campaign may be changed or deleted only before it is dispatched.
-EDITABLE = frozenset({"draft", "pending"})
-STATUSES = ("draft", "pending", "sending", "paused", "cancelled", "failed", "completed")
-
-
-def initial_status(approved: bool, send_at: datetime | None) -> str:
-    """``pending`` once approved with a send time (the scheduler will take it), else ``draft``."""
-    return "pending" if approved and send_at is not None else "draft"
-
 
 def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False) -> Campaign:
     """The campaign with this id, or NotFound (also for ids that are not UUIDs)."""
@@ -62,13 +54,6 @@ def create_campaign(session: Session, data: CampaignInput, user: User, now: date
     return campaign
 
 
-def ensure_editable(campaign: Campaign, action: str) -> None:
-    """Refuse ``action`` on a campaign that has been dispatched (CONTRACT: exit 4)."""
-    if campaign.status not in EDITABLE:
-        raise Conflict(f"campaign {campaign.id} is {campaign.status}: a campaign that is already sent "
-                       f"cannot be {action}")
-
-
 def update_campaign(session: Session, campaign: Campaign, data: CampaignInput, now: datetime) -> Campaign:
     """Replace a not-yet-sent campaign's fields (PUT semantics)."""
     ensure_editable(campaign, "updated")
@@ -84,7 +69,7 @@ def copy_campaign(session: Session, campaign: Campaign, now: datetime) -> Campai
         scope=campaign.scope, name=f"{campaign.name} - copy"[:255], description=campaign.description,
         approved=campaign.approved, type=campaign.type, message=campaign.message,
         template_id=campaign.template_id, filter=campaign.filter, send_at=None, task=None,
-        status="draft", created_at=now, updated_at=now,
+        status=CampaignStatus.DRAFT, created_at=now, updated_at=now,
     )
     session.add(copy)
     session.flush()
@@ -105,7 +90,7 @@ def list_campaigns(
     """One page of campaigns, newest first, and the total that match."""
     query = select(Campaign)
     if status:
-        query = query.where(Campaign.status == ("completed" if status == "sent" else status))
+        query = query.where(Campaign.status == (CampaignStatus.COMPLETED if status == "sent" else status))
     if type:
         query = query.where(Campaign.type == type)
     if teams:
@@ -126,7 +111,8 @@ def progress_of(session: Session, campaign: Campaign) -> dict[str, int]:
     counts = dict(session.execute(
         select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
     ).all())
-    sent, failed, skipped = counts.get("sent", 0), counts.get("failed", 0), counts.get("skipped", 0)
+    sent, failed, skipped = (counts.get(RecipientStatus.SENT, 0), counts.get(RecipientStatus.FAILED, 0),
+                             counts.get(RecipientStatus.SKIPPED, 0))
     total = sum(counts.values())
     return {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
             "pending": total - sent - failed - skipped}
@@ -159,7 +145,7 @@ def _task_seed(session: Session, task: dict | None, *, users_as_objects: bool) -
 
 def _lifecycle(campaign: Campaign, progress: dict[str, int]) -> dict[str, Any]:
     extra: dict[str, Any] = {"status": campaign.status, "progress": progress}
-    if campaign.status == "failed" or campaign.error:
+    if campaign.status == CampaignStatus.FAILED or campaign.error:
         extra["error"] = campaign.error
     return extra
 
@@ -209,50 +195,3 @@ def campaign_update_shape(session: Session, campaign: Campaign) -> dict[str, Any
         "task": _task_seed(session, campaign.task, users_as_objects=False),
         "status": campaign.status,
     }
-
-
-def _transition(session: Session, campaign: Campaign, allowed: tuple[str, ...], target: str, action: str,
-                now: datetime, **values: Any) -> Campaign:
-    """A conditional status change; Conflict when the campaign is not in an ``allowed`` state."""
-    result = session.execute(
-        update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(allowed))
-        .values(status=target, updated_at=now, **values)
-    )
-    if result.rowcount != 1:
-        session.refresh(campaign)
-        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it cannot be {action}")
-    session.refresh(campaign)
-    return campaign
-
-
-def send_now(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """The API's ``execute_now``: the campaign becomes due now (a dispatch message or the scheduler takes it)."""
-    if not campaign.approved:
-        raise Conflict(f"campaign {campaign.id} is not approved: approve it before sending")
-    return _transition(session, campaign, ("draft", "pending"), "pending", "sent now", now, send_at=now)
-
-
-def pause(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """Stop taking new recipients (rows already being sent finish)."""
-    return _transition(session, campaign, ("pending", "sending"), "paused", "paused", now)
-
-
-def resume(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """Go on after a pause; reconcile re-enqueues the open rows on its next pass."""
-    target = "sending" if campaign.dispatched_at is not None else "pending"
-    return _transition(session, campaign, ("paused",), target, "resumed", now,
-                       progress_at=datetime(1970, 1, 1, tzinfo=now.tzinfo))
-
-
-def cancel(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """Stop for good: rows not yet taken are skipped with reason ``cancelled``."""
-    _transition(session, campaign, ("draft", "pending", "sending", "paused"), "cancelled", "cancelled", now)
-    skipped = session.execute(
-        update(Recipient).where(Recipient.campaign_id == campaign.id, Recipient.status == "pending")
-        .values(status="skipped", reason="cancelled", updated_at=now).execution_options(synchronize_session=False)
-    ).rowcount
-    if skipped:
-        session.execute(update(Campaign).where(Campaign.id == campaign.id)
-                        .values(skipped=Campaign.skipped + skipped))
-    session.refresh(campaign)
-    return campaign

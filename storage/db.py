@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +48,12 @@ def is_postgres(engine_or_session) -> bool:
     """True when the bind is PostgreSQL (dialect-specific SQL paths)."""
     bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
     return bind.dialect.name == "postgresql"
+
+
+def dialect_insert(session: Session, model: Any) -> Any:
+    """The bind's own INSERT construct for ``model`` (PostgreSQL or SQLite), which has
+    ``on_conflict_do_nothing``: the ledger, archived messages and tasks are written idempotently."""
+    return (postgresql.insert if is_postgres(session) else sqlite.insert)(model)
 
 
 _SAFE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

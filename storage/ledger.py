@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Integer
 
 from storage.addresses import EMAIL_PG, is_email
+from storage.db import dialect_insert
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
 from storage.models import Campaign, Contact, Recipient, UTCDateTime
-
-OPEN = ("pending", "sending")
+from storage.statuses import OPEN, CampaignStatus, RecipientStatus as R
 
 
 class valid_email(FunctionElement):  # noqa: N801 - SQL function style
@@ -65,25 +64,24 @@ def skip_reason(campaign_type: str) -> ColumnElement:
 
 def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, now: datetime) -> tuple[int, int]:
     """Insert one ledger row per selected contact in one statement; return (total, skipped)."""
-    dialect = session.get_bind().dialect.name
     reason = skip_reason(campaign.type)
     source = (
         select(
             literal(campaign.id), Contact.id,
-            case((reason.is_(None), literal("pending")), else_=literal("skipped")),
+            case((reason.is_(None), literal(R.PENDING.value)), else_=literal(R.SKIPPED.value)),
             reason, literal(0), literal(now, UTCDateTime), literal(now, UTCDateTime),
         )
-        .where(compile_filters(tree, dialect))
+        .where(compile_filters(tree, session.get_bind().dialect.name))
         .order_by(Contact.id)
     )
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Recipient)
+    insert = dialect_insert(session, Recipient)
     columns = ["campaign_id", "contact_id", "status", "reason", "attempts", "created_at", "updated_at"]
     session.execute(insert.from_select(columns, source).on_conflict_do_nothing(
         index_elements=["campaign_id", "contact_id"]))
     counts = dict(session.execute(
         select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
     ).all())
-    return sum(counts.values()), counts.get("skipped", 0)
+    return sum(counts.values()), counts.get(R.SKIPPED, 0)
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class Batch:
     last_id: int
 
 
-def open_batches(session: Session, campaign_id: str, size: int, status: str = "pending") -> list[Batch]:
+def open_batches(session: Session, campaign_id: str, size: int, status: R = R.PENDING) -> list[Batch]:
     """Split the campaign's rows in ``status`` into id ranges of at most ``size`` rows (in SQL)."""
     numbered = (
         # Plain SQL integer division. SQLAlchemy 2's / is true division (one group per row) and its //
@@ -123,14 +121,14 @@ def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
     result = session.execute(
         update(Recipient)
         .where(Recipient.campaign_id == batch.campaign_id, Recipient.id.between(batch.first_id, batch.last_id),
-               Recipient.status == "pending")
-        .values(status="sending", attempts=Recipient.attempts + 1, updated_at=now)
+               Recipient.status == R.PENDING)
+        .values(status=R.SENDING, attempts=Recipient.attempts + 1, updated_at=now)
         .returning(Recipient.id, Recipient.contact_id, Recipient.attempts)
     )
     return sorted((Claimed(*row) for row in result.all()), key=lambda c: c.id)
 
 
-def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | None]], now: datetime,
+def finish(session: Session, status: R, outcomes: Iterable[tuple[int, str | None]], now: datetime,
            artifact_key: str | None = None) -> int:
     """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons, and
     ``artifact_key`` (where what was made for them is stored) when given.
@@ -145,7 +143,7 @@ def finish(session: Session, status: str, outcomes: Iterable[tuple[int, str | No
     for reason, ids in by_reason.items():
         result = session.execute(
             update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.status == "sending")
+            .where(Recipient.id.in_(ids), Recipient.status == R.SENDING)
             .values(status=status, reason=reason, updated_at=now,
                     **({"artifact_key": artifact_key} if artifact_key else {}))
             .execution_options(synchronize_session=False)
@@ -166,8 +164,8 @@ def release(session: Session, ids: list[int], now: datetime, reason: str | None 
     if not ids:
         return 0
     return session.execute(
-        update(Recipient).where(Recipient.id.in_(ids), Recipient.status == "sending")
-        .values(status="pending", reason=reason, updated_at=now).execution_options(synchronize_session=False)
+        update(Recipient).where(Recipient.id.in_(ids), Recipient.status == R.SENDING)
+        .values(status=R.PENDING, reason=reason, updated_at=now).execution_options(synchronize_session=False)
     ).rowcount
 
 
@@ -177,16 +175,24 @@ def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str
 
     Returns the campaign ids that had such rows.
     """
-    stale = and_(Recipient.status == "sending", Recipient.updated_at < now - lease)
+    stale = and_(Recipient.status == R.SENDING, Recipient.updated_at < now - lease)
     campaigns = list(session.scalars(select(Recipient.campaign_id).where(stale).distinct()))
     if campaigns:
-        cancelled = select(Campaign.id).where(Campaign.id.in_(campaigns), Campaign.status == "cancelled")
+        cancelled = select(Campaign.id).where(Campaign.id.in_(campaigns), Campaign.status == CampaignStatus.CANCELLED)
         session.execute(update(Recipient).where(stale, Recipient.campaign_id.in_(cancelled))
-                        .values(status="skipped", reason="cancelled", updated_at=now)
+                        .values(status=R.SKIPPED, reason="cancelled", updated_at=now)
                         .execution_options(synchronize_session=False))
-        session.execute(update(Recipient).where(stale).values(status="pending", updated_at=now)
+        session.execute(update(Recipient).where(stale).values(status=R.PENDING, updated_at=now)
                         .execution_options(synchronize_session=False))
     return campaigns
+
+
+def skip_pending(session: Session, campaign_id: str, reason: str, now: datetime) -> int:
+    """Skip every ``pending`` row of the campaign with ``reason`` (a cancel); how many."""
+    return session.execute(
+        update(Recipient).where(Recipient.campaign_id == campaign_id, Recipient.status == R.PENDING)
+        .values(status=R.SKIPPED, reason=reason, updated_at=now).execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def has_rows(session: Session, campaign_id: str, statuses: Iterable[str] = OPEN) -> bool:
@@ -205,7 +211,7 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 __all__ = [
     "Batch", "Claimed", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
-    "release", "release_stale", "skip_reason", "skip_reason_of", "valid_email",
+    "release", "release_stale", "skip_pending", "skip_reason", "skip_reason_of", "valid_email",
 ]
 
 

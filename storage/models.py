@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.fields import FIXED_FIELDS
+from storage.statuses import CampaignStatus, ExportStatus, RecipientStatus
 from storage.timefmt import now
 
 
@@ -164,7 +165,7 @@ class Campaign(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     total_sent: Mapped[int | None] = mapped_column(Integer)
     task: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     total: Mapped[int] = mapped_column(Integer, default=0)
     sent: Mapped[int] = mapped_column(Integer, default=0)
@@ -176,7 +177,7 @@ class Campaign(Base):
     letters_file_id: Mapped[str | None] = mapped_column(String(36))
     # When the letters ZIP was last asked for, so finalise does not ask again while it is being built.
     archive_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # When finalise closed it: completed or failed, or cancelled and settled (see scheduler.jobs.finalise).
+    # When finalise closed it: completed or failed, or cancelled and settled (see storage.lifecycle.finalise).
     finalised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
@@ -198,7 +199,7 @@ class Recipient(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     contact_id: Mapped[str] = mapped_column(String(36))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=RecipientStatus.PENDING.value)
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Letters: the object holding this recipient's PDF (one per delivery batch), set when sent.
@@ -253,7 +254,7 @@ class Export(Base):
     __tablename__ = "exports"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=ExportStatus.PENDING.value)
     file_id: Mapped[str | None] = mapped_column(ForeignKey("stored_files.id"))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

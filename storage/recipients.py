@@ -12,6 +12,7 @@ from storage.contacts import contact_to_seed
 from storage.filter_sql import compile_filters
 from storage.filters import parse_filters
 from storage.models import Campaign, Contact, Recipient, User
+from storage.statuses import RecipientStatus
 from storage.timefmt import fmt
 
 
@@ -31,7 +32,7 @@ def _search(query: Select, search: str | None) -> Select:
 
 def _delivery(row: Recipient | None) -> dict[str, Any]:
     if row is None:
-        return {"status": "pending", "reason": None, "at": None}
+        return {"status": RecipientStatus.PENDING.value, "reason": None, "at": None}
     return {"status": row.status, "reason": row.reason, "at": fmt(row.updated_at)}
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from storage import campaigns as repo
 from storage.loader import load_bundle
 from worker.pipeline.app import App
-from worker.runtime.broker import make_broker
 from worker.pipeline.roles import running_worker, tick
 from worker.runtime.settings import Settings
 from tests.seed_payloads import RELATIONS_PATH
@@ -74,19 +73,15 @@ def load(app: App, data: dict[str, Any]) -> None:
 @contextmanager
 def in_process_worker(app: App, threads: int = 4) -> Iterator[Any]:
     """A Dramatiq worker on the real Redis broker, inside the test process."""
-    broker = make_broker(app.settings.broker_url)
-    try:
-        with running_worker(app, broker, threads, idle_poll_ms=100) as actors:
-            yield actors
-    finally:
-        broker.close()
+    with running_worker(app, threads, idle_poll_ms=100) as actors:
+        yield actors
 
 
-def drive(app: App, actors: Any, campaign_id: str, timeout: float = 60.0) -> str:
+def drive(app: App, campaign_id: str, timeout: float = 60.0) -> str:
     """Run the scheduler's jobs until the campaign is final; return its status."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(app, actors)
+        tick(app)
         with app.sessions() as session:
             status = repo.get_campaign(session, campaign_id).status
         if status in FINAL:

@@ -46,7 +46,7 @@ def test_raw_dispatch_message_sends_the_campaign(pg_db, redis_url, smtp_server):
     with in_process_worker(app) as actors:
         enqueue_raw(redis_url, "campaigns", "dispatch_campaign", [campaign_id])
         _wait(lambda: len(smtp_server.messages) == 4)
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     assert len(smtp_server.messages) == 4
 
 
@@ -75,7 +75,7 @@ def test_cli_send_messages_status_and_test_email(pg_db, redis_url, smtp_server, 
     queued = cli("status", "--json").json
     assert {q["queue"]: q["ready"] for q in queued["queues"]}["campaigns"] == 1
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
 
     shown = cli("campaigns", "show", campaign_id).json
     assert shown["status"] == "completed" and shown["progress"]["sent"] == 3 and shown["total_sent"] == 3

@@ -48,7 +48,7 @@ def test_sends_each_selected_recipient_once_with_the_right_headers(pg_db, redis_
     load(app, bundle(contacts))
     campaign_id = _create(app, email_payload())
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
 
     selected = {c["id"] for c in contacts if c["fixed_fields"][1]["value"] == "Larsen"}
     ledger = _ledger(app, campaign_id)
@@ -92,7 +92,7 @@ def test_custom_domain_sender(pg_db, redis_url, smtp_server):
     load(app, bundle([contact(1)], domain="acme.example"))
     campaign_id = _create(app, email_payload())
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     msg = _parse(smtp_server.messages[0].data)
     assert msg["From"] == "news@acme.example" and msg["Reply-To"] is None
 
@@ -105,7 +105,7 @@ def test_transient_421_is_retried_and_550_fails_one_recipient(pg_db, redis_url, 
     smtp_server.script("person3@example.com", "550 no such user", times=None)
     campaign_id = _create(app, email_payload())
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     delivered = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
     assert delivered == sorted(f"person{i}@example.com" for i in (0, 1, 2, 4, 5))
     ledger = _ledger(app, campaign_id)
@@ -127,7 +127,7 @@ def test_template_failing_at_render_fails_recipients_and_show_explains(pg_db, re
                                      "content": "{{ 10 // (contact.id | length - 36) }}"})
     campaign_id = _create(app, payload)
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "failed"
+        assert drive(app, campaign_id) == "failed"
     assert smtp_server.messages == []
     with app.sessions() as session:
         shown = repo.campaign_to_seed(session, session.get(Campaign, campaign_id),
@@ -147,7 +147,7 @@ def test_campaign_without_domain_fails_before_sending(pg_db, redis_url, smtp_ser
         settings = session.get(CampaignSettings, 1)
         settings.domain_slug = None
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "failed"
+        assert drive(app, campaign_id) == "failed"
     assert smtp_server.messages == []
     with app.sessions() as session:
         error = session.get(Campaign, campaign_id).error
@@ -165,7 +165,7 @@ def test_two_schedulers_dispatch_each_campaign_once(pg_db, redis_url):
         with lock:
             dispatched.append(campaign_id)
 
-    enqueue = Enqueue(dispatch=record, batches=lambda batches: None)
+    enqueue = Enqueue(dispatch=record, batches=lambda batches: None, archive=lambda campaign_id: None)
     barrier = threading.Barrier(2)
 
     def scheduler(app):
@@ -192,8 +192,8 @@ def test_scheduler_down_for_hours_dispatches_once(pg_db, redis_url, smtp_server)
 
         session.get(Campaign, campaign_id).send_at = now() - timedelta(hours=6)
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     assert len(smtp_server.messages) == 3
 
 
@@ -212,6 +212,6 @@ def test_a_paused_campaign_sends_nothing_until_resumed_then_each_recipient_once(
         assert smtp_server.messages == []
         assert set(_ledger(app, campaign_id).values()) == {("pending", None)}
         assert cli("campaigns", "resume", campaign_id).json["status"] == "sending"
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     rcpts = sorted(r for m in smtp_server.messages for r in m.rcpt_tos)
     assert rcpts == sorted(f"person{i}@example.com" for i in range(25))

@@ -17,7 +17,8 @@ from tests.cli import CliRunner
 from tests.e2e import contact, drive, in_process_worker, load, make_app
 from tests.worker.test_letters_e2e import letter_bundle, letter_payload
 from worker.pipeline import campaign_service
-from worker.channels.letters import LetterMissing, build_archive, pack_part, part_key
+from worker.channels.letters import pack_part, part_key
+from worker.pipeline.archive import LetterMissing, build_archive
 from worker.pipeline.roles import tick
 
 
@@ -123,7 +124,7 @@ def test_letters_that_cannot_be_stored_are_retried_then_failed_with_the_reason(p
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, letter_payload(), 1).id
     with in_process_worker(app) as actors:
-        status = drive(app, actors, campaign_id)
+        status = drive(app, campaign_id)
     with app.sessions() as session:
         rows = session.scalars(select(Recipient).where(Recipient.campaign_id == campaign_id)).all()
         campaign = session.get(Campaign, campaign_id)
@@ -144,7 +145,7 @@ def test_a_letter_that_cannot_be_rendered_fails_its_recipient_only(pg_db, redis_
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, letter_payload(message={"content": content}), 1).id
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     with app.sessions() as session:
         rows = {r.contact_id: r for r in session.scalars(select(Recipient).where(Recipient.campaign_id == campaign_id))}
         zip_key = session.get(StoredFile, session.get(Campaign, campaign_id).letters_file_id).key
@@ -179,7 +180,7 @@ def test_a_cancelled_letter_campaign_zips_the_letters_sent_before_the_cancel(pg_
     with in_process_worker(app) as actors:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            tick(app, actors)
+            tick(app)
             with app.sessions() as session:
                 campaign = session.get(Campaign, campaign_id)
             if campaign.finalised_at is not None:

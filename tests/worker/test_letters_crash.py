@@ -15,8 +15,6 @@ from tests.e2e import contact, load, make_app
 from tests.worker.test_letters_e2e import letter_bundle, letter_payload
 from tests.worker.test_worker_crash import _start_worker
 from worker.pipeline import campaign_service
-from worker.pipeline.actors import declare_actors
-from worker.runtime.broker import make_broker
 from worker.pipeline.roles import tick
 
 
@@ -30,8 +28,6 @@ def test_killed_letter_worker_loses_and_duplicates_no_letter(pg_db, redis_url, s
     load(app, letter_bundle([contact(i, address=f"Street {i}", city="Aarhus") for i in range(n)]))
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, letter_payload(), 1).id
-    broker = make_broker(redis_url)
-    actors = declare_actors(broker, app)
 
     def sent() -> int:
         with app.sessions() as session:
@@ -42,7 +38,7 @@ def test_killed_letter_worker_loses_and_duplicates_no_letter(pg_db, redis_url, s
     try:
         deadline = time.monotonic() + 90
         while sent() < 12 and time.monotonic() < deadline:
-            tick(app, actors)
+            tick(app)
             time.sleep(0.05)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -51,7 +47,7 @@ def test_killed_letter_worker_loses_and_duplicates_no_letter(pg_db, redis_url, s
         deadline = time.monotonic() + 120
         status = None
         while time.monotonic() < deadline:
-            tick(app, actors)
+            tick(app)
             with app.sessions() as session:
                 status = session.get(Campaign, campaign_id).status
             if status == "completed":
@@ -61,7 +57,7 @@ def test_killed_letter_worker_loses_and_duplicates_no_letter(pg_db, redis_url, s
     finally:
         worker.kill()
         worker.wait()
-        broker.close()
+        app.close()
 
     with app.sessions() as session:
         campaign = session.get(Campaign, campaign_id)

@@ -60,7 +60,7 @@ def test_letters_zip_through_presigned_url(pg_db, redis_url, smtp_server, s3_env
     assert early.code == 4 and early.json["message"] == "letters are not ready yet"
 
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
 
     first = cli("campaigns", "letters", campaign_id).json["url"]
     query = parse_qs(urlsplit(first).query)

@@ -20,8 +20,6 @@ from tests.cli import CliRunner
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
 from tests.seed_payloads import RELATIONS_PATH, future
 from worker.pipeline import campaign_service
-from worker.pipeline.actors import declare_actors
-from worker.runtime.broker import make_broker
 from worker.pipeline.roles import tick
 
 
@@ -57,12 +55,11 @@ def test_distribute_is_fair_across_two_worker_processes(pg_db, redis_url):
     workers = subprocess.Popen([sys.executable, "-c", "from worker.cli.main import main; main()", "worker",
                                 "--processes", "2", "--threads", "4"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    broker = make_broker(redis_url)
-    actors = declare_actors(broker, app)
+    actors = app.actors
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            tick(app, actors)
+            tick(app)
             with app.sessions() as session:
                 if session.scalar(select(func.count()).where(Task.campaign_id == campaign_id)):
                     break
@@ -73,7 +70,7 @@ def test_distribute_is_fair_across_two_worker_processes(pg_db, redis_url):
     finally:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)
-        broker.close()
+        app.close()
 
     with app.sessions() as session:
         reached = session.scalar(select(func.count()).where(Recipient.campaign_id == campaign_id,
@@ -99,7 +96,7 @@ def test_responsible_user_and_follow_up_tasks_of_an_email_campaign(pg_db, redis_
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, payload, 1).id
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
     cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db)
     listed = cli("campaigns", "tasks", campaign_id).json["data"]
     assert len(listed) == len(smtp_server.messages) == 12
@@ -132,7 +129,7 @@ def test_export_rows_equal_the_recipients_listing(pg_db, redis_url, smtp_server,
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, email_payload(), 1).id
     with in_process_worker(app) as actors:
-        assert drive(app, actors, campaign_id) == "completed"
+        assert drive(app, campaign_id) == "completed"
 
         cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, BROKER_URL=redis_url,
                         STORAGE_URL=f"file://{tmp_path}/objects")
@@ -174,7 +171,7 @@ def test_a_cancelled_campaign_deals_tasks_for_the_recipients_delivered_before(pg
     cli = CliRunner(monkeypatch, capsys, DATABASE_URL=pg_db, BROKER_URL=redis_url)
     assert cli("campaigns", "cancel", campaign_id).code == 0
     with in_process_worker(app) as actors:
-        tick(app, actors)
+        tick(app)
     listed = cli("campaigns", "tasks", campaign_id).json["data"]
     assert sorted(item["contact"]["id"] for item in listed) == sorted(contacts[:6])
     shown = cli("campaigns", "show", campaign_id).json

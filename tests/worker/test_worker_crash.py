@@ -16,8 +16,6 @@ from sqlalchemy import func, select
 from storage.models import Campaign, Recipient
 from tests.e2e import bundle, contact, email_payload, load, make_app
 from worker.pipeline import campaign_service
-from worker.pipeline.actors import declare_actors
-from worker.runtime.broker import make_broker
 from worker.pipeline.roles import tick as run_scheduler_jobs
 
 THREADS, BATCH = 4, 5
@@ -37,11 +35,9 @@ def test_killed_worker_loses_and_duplicates_nothing(pg_db, redis_url, smtp_serve
     load(app, bundle([contact(i) for i in range(n)]))
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, email_payload(), 1).id
-    broker = make_broker(redis_url)
-    actors = declare_actors(broker, app)
 
     def tick() -> str:
-        run_scheduler_jobs(app, actors)
+        run_scheduler_jobs(app)
         with app.sessions() as session:
             return session.get(Campaign, campaign_id).status
 
@@ -68,7 +64,7 @@ def test_killed_worker_loses_and_duplicates_nothing(pg_db, redis_url, smtp_serve
     finally:
         worker.kill()
         worker.wait()
-        broker.close()
+        app.close()
 
     message_ids: dict[str, set[str]] = collections.defaultdict(set)
     deliveries = collections.Counter()

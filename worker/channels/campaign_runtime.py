@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -113,22 +113,40 @@ def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> C
     )
 
 
+def rendering_key(session: Session, campaign: Campaign, domain_suffix: str) -> tuple:
+    """What a campaign's runtime is built from: its own fields that rendering reads, its template's
+    content, the sending settings and the domain suffix. Not ``updated_at``, which moves with every
+    progress note while the campaign sends."""
+    template = session.get(Template, campaign.template_id) if campaign.template_id else None
+    settings = session.get(CampaignSettings, 1)
+    return (
+        campaign.id, campaign.type, campaign.name, campaign.user_id,
+        json.dumps(campaign.message, sort_keys=True), json.dumps(campaign.filter, sort_keys=True),
+        template.content if template is not None else None,
+        (settings.domain, settings.domain_slug, settings.unsubscribe_url) if settings is not None else None,
+        domain_suffix,
+    )
+
+
 class RuntimeCache:
-    """Runtimes by (campaign id, last update), so each process compiles a campaign once."""
+    """Runtimes by what they are built from (``rendering_key``), so each process compiles a
+    campaign once, and again only when something rendering reads has changed."""
 
     def __init__(self, size: int = 64) -> None:
-        self._items: OrderedDict[tuple[str, datetime | None], CampaignRuntime] = OrderedDict()
+        self._items: OrderedDict[tuple, CampaignRuntime] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
+        self.builds = 0  # how many runtimes this cache compiled (tests read it)
 
     def get(self, session: Session, campaign: Campaign, domain_suffix: str) -> CampaignRuntime:
-        key = (campaign.id, campaign.updated_at)
+        key = rendering_key(session, campaign, domain_suffix)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         runtime = build_runtime(session, campaign, domain_suffix)
         with self._lock:
+            self.builds += 1
             self._items[key] = runtime
             while len(self._items) > self._size:
                 self._items.popitem(last=False)

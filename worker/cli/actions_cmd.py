@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import click
 
-from storage import campaigns as repo
+from storage import campaigns as repo, lifecycle
 from storage.addresses import is_email
 from storage.campaign_messages import get_message, list_messages, message_to_seed
 from storage.errors import ValidationFailed
 from storage.serialize import pagination
 from storage.timefmt import now as utcnow
 from worker.pipeline import side_jobs
-from worker.pipeline.actors import declare_actors
 from worker.pipeline.app import App
-from worker.runtime.broker import is_memory, make_broker
 from worker.pipeline.campaign_service import campaign_problems
 from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaigns_group, emit_campaign
 from worker.cli.output import emit, read_json_file
-
-
-def _actors(app: App):
-    broker = make_broker(app.settings.broker_url)
-    return declare_actors(broker, app)
 
 
 @campaigns_group.command("send")
@@ -34,9 +27,8 @@ def send(app: App, campaign_id: str) -> None:
         problems = campaign_problems(session, campaign)
         if problems:
             raise ValidationFailed({"campaign": problems}, "The campaign cannot be sent as it is.")
-        repo.send_now(session, campaign, utcnow())
-    if not is_memory(app.settings.broker_url):
-        _actors(app).enqueue_dispatch(campaign.id)
+        lifecycle.send_now(session, campaign, utcnow())
+    app.dispatcher.dispatch(campaign.id)
     emit_campaign(app, campaign_id)
 
 
@@ -52,9 +44,9 @@ def _transition(name: str, action, help_text: str) -> click.Command:
     return campaigns_group.command(name)(command)
 
 
-_transition("pause", repo.pause, "Stop taking new recipients (those being sent finish).")
-_transition("resume", repo.resume, "Go on after a pause.")
-_transition("cancel", repo.cancel, "Stop for good; recipients not yet taken are skipped (reason: cancelled).")
+_transition("pause", lifecycle.pause, "Stop taking new recipients (those being sent finish).")
+_transition("resume", lifecycle.resume, "Go on after a pause.")
+_transition("cancel", lifecycle.cancel, "Stop for good; recipients not yet taken are skipped (reason: cancelled).")
 
 
 @campaigns_group.command("test-email")
@@ -78,10 +70,7 @@ def test_email(app: App, args: tuple[str, ...], payload: str | None, user_id: in
             repo.get_campaign(session, campaign_id)
         else:
             side_jobs.campaign_from_payload(session, body, user_id)
-    if is_memory(app.settings.broker_url):
-        side_jobs.send_test_email(app, email, campaign_id=campaign_id, payload=body, user_id=user_id)
-    else:
-        _actors(app).send_test_email.send(email, campaign_id=campaign_id, payload=body)
+    app.dispatcher.test_email(email, campaign_id=campaign_id, payload=body, user_id=user_id)
     emit({"email": email})
 
 

@@ -8,6 +8,7 @@ from storage import campaigns as repo
 from storage.errors import ValidationFailed
 from storage.recipients import list_recipients
 from storage.serialize import pagination
+from storage.statuses import IN_FLIGHT, CampaignStatus
 from storage.timefmt import now as utcnow
 from worker.pipeline import campaign_service
 from worker.pipeline.app import App
@@ -62,7 +63,7 @@ def emit_campaign(app: App, campaign_id: str) -> None:
 
 
 @campaigns_group.command("list")
-@click.option("--status", type=click.Choice([*repo.STATUSES, "sent"]))
+@click.option("--status", type=click.Choice([*(s.value for s in CampaignStatus), "sent"]))
 @click.option("--type", "ctype", type=click.Choice(["email", "letter", "telephone"]))
 @click.option("--teams", help="Comma-separated team ids.")
 @click.option("--search")
@@ -83,7 +84,7 @@ def list_(app: App, status, ctype, teams, search, page, per_page) -> None:
         query = {"status": status, "type": ctype, "teams": teams, "search": search}
         # Campaigns in flight count their ledger; the others show the counters kept at finalise.
         emit({"data": [repo.campaign_to_seed(session, c, repo.progress_of(session, c)
-                                             if c.status in ("sending", "paused") else None) for c in rows],
+                                             if c.status in IN_FLIGHT else None) for c in rows],
               "pagination": pagination(total, page, per_page, "/campaigns", query)})
 
 

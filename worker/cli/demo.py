@@ -17,9 +17,9 @@ from storage.loader import load_bundle
 from storage.migrate import upgrade
 from storage.timefmt import fmt, now
 from worker.pipeline import campaign_service
-from worker.pipeline.app import App
-from worker.runtime.broker import make_broker
+from storage.statuses import CampaignStatus
 from worker.channels.mailcatcher import MailCatcher
+from worker.pipeline.app import App
 from worker.pipeline.roles import running_worker, tick
 
 FIRST = ["Anna", "Søren", "Zoë", "José", "Chloé", "Mads", "Noëlle", "Åse", "Björn", "Léa", "Ole", "Renée"]
@@ -126,24 +126,22 @@ def run_demo(app: App, *, timeout: float = 120.0) -> dict[str, Any]:
     maildir = Path("var/mail").resolve()
     catcher = MailCatcher(maildir)
     app.smtp_url = catcher.start()
-    broker = make_broker(app.settings.broker_url)
     try:
         with app.sessions.begin() as session:
             ids = [campaign_service.create(session, payload, 1).id
                    for payload in (email_payload(), letter_payload(), telephone_payload())]
-        with running_worker(app, broker, threads=4, idle_poll_ms=100) as actors:
+        with running_worker(app, threads=4, idle_poll_ms=100):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                tick(app, actors)
+                tick(app)
                 with app.sessions() as session:
                     statuses = {repo.get_campaign(session, cid).status for cid in ids}
-                if statuses <= {"completed", "failed", "cancelled"}:
+                if statuses <= {CampaignStatus.COMPLETED, CampaignStatus.FAILED, CampaignStatus.CANCELLED}:
                     break
                 time.sleep(0.2)
         summaries = [_summary(app, cid) for cid in ids]
     finally:
         catcher.stop()
-        broker.close()
     return {
         "database": app.settings.database_url,
         "loaded": counts,

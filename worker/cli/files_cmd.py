@@ -9,11 +9,10 @@ from storage import campaigns as repo
 from storage.errors import Conflict, NotFound
 from storage.models import Contact, StoredFile, Task, User
 from storage.serialize import user_to_seed
+from storage.statuses import CampaignStatus
 from storage.timefmt import fmt
-from worker.pipeline.actors import declare_actors
 from worker.pipeline.app import App
-from worker.runtime.broker import is_memory, make_broker
-from worker.pipeline.exports import export_to_seed, get_export, run_export, start_export
+from worker.pipeline.exports import export_to_seed, get_export, start_export
 from worker.cli.campaigns_cmd import campaigns_group
 from worker.cli.output import emit
 
@@ -36,8 +35,9 @@ def letters(app: App, campaign_id: str) -> None:
         file = session.get(StoredFile, campaign.letters_file_id) if campaign.letters_file_id else None
         # The ZIP is built before a campaign is completed, and before a cancelled one is settled
         # (finalised_at): then none means no letter was sent, as for one cancelled before its fan-out.
-        closed = (campaign.status in ("completed", "failed") or campaign.finalised_at is not None
-                  or (campaign.status == "cancelled" and campaign.dispatched_at is None))
+        closed = (campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.FAILED)
+                  or campaign.finalised_at is not None
+                  or (campaign.status == CampaignStatus.CANCELLED and campaign.dispatched_at is None))
         if file is None and closed:
             raise Conflict(f"campaign {campaign.id} is {campaign.status} and has no letters ZIP: no letter was sent")
         if file is None:
@@ -76,10 +76,7 @@ def export(app: App, campaign_id: str) -> None:
     with app.sessions.begin() as session:
         job = start_export(session, campaign_id)
         shape = export_to_seed(job)
-    if is_memory(app.settings.broker_url):
-        run_export(app, job.campaign_id, job.id)
-    else:
-        declare_actors(make_broker(app.settings.broker_url), app).export_recipients.send(job.campaign_id, job.id)
+    app.dispatcher.export(job.campaign_id, job.id)
     emit(shape)
 
 

@@ -10,9 +10,10 @@ import click
 
 from storage.errors import ValidationFailed
 from worker.pipeline.app import App
-from worker.runtime.broker import is_memory, make_broker
-from worker.pipeline.roles import running_worker, scheduler_for, supervise, wait_for_signal
+from worker.pipeline.roles import running_worker, scheduler_for, supervise_workers
 from worker.pipeline.status import status_report
+from worker.runtime.broker import is_memory
+from worker.runtime.supervise import wait_for_signal
 
 
 def _needs_real_broker(app: App, command: str) -> None:
@@ -29,14 +30,10 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
     """Consume the queues (Dramatiq) until SIGTERM."""
     _needs_real_broker(app, "worker")
     if processes > 1:
-        supervise(processes, threads)  # each child is an entry point: it reads its own settings
+        supervise_workers(processes, threads)  # each child is an entry point: it reads its own settings
         return
-    broker = make_broker(app.settings.broker_url)
-    try:
-        with running_worker(app, broker, threads):
-            wait_for_signal()
-    finally:
-        broker.close()
+    with running_worker(app, threads):
+        wait_for_signal()
 
 
 @click.command("scheduler")
@@ -44,10 +41,7 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
 def scheduler_cmd(app: App) -> None:
     """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
     _needs_real_broker(app, "scheduler")
-    from worker.pipeline.actors import declare_actors
-
-    broker = make_broker(app.settings.broker_url)
-    scheduler = scheduler_for(app, declare_actors(broker, app), blocking=True)
+    scheduler = scheduler_for(app, blocking=True)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
@@ -67,10 +61,8 @@ def run_cmd(app: App, threads: int) -> None:
             app.smtp_url = catcher.start()
             stack.callback(catcher.stop)
             click.echo(f"no SMTP_URL: capturing mail in {catcher.maildir}", err=True)
-        broker = make_broker(app.settings.broker_url)
-        stack.callback(broker.close)
-        actors = stack.enter_context(running_worker(app, broker, threads))
-        scheduler = scheduler_for(app, actors, blocking=False)
+        stack.enter_context(running_worker(app, threads))
+        scheduler = scheduler_for(app, blocking=False)
         scheduler.start()
         stack.callback(scheduler.shutdown)
         wait_for_signal()

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import dramatiq
 import structlog
 
+from scheduler.jobs import Enqueue
 from storage.ledger import Batch
-from worker.channels import letters
-from worker.pipeline import delivery, exports, fanout, finishing, side_jobs
+from worker.pipeline import archive, delivery, exports, fanout, finishing, side_jobs
 from worker.pipeline.app import App
 
 log = structlog.get_logger()
@@ -20,6 +20,7 @@ log = structlog.get_logger()
 CAMPAIGNS_QUEUE = "campaigns"
 DELIVERY_QUEUE = "delivery"
 DEFAULT_QUEUE = "default"
+QUEUES = (CAMPAIGNS_QUEUE, DELIVERY_QUEUE, DEFAULT_QUEUE)
 
 
 @dataclass
@@ -45,32 +46,33 @@ class Actors:
             self.deliver_batch.send_with_options(args=(batch.campaign_id, batch.first_id, batch.last_id),
                                                  delay=delay_ms)
 
+    def enqueue(self) -> Enqueue:
+        """The scheduler's (and finalise's) view of the actors."""
+        return Enqueue(dispatch=self.enqueue_dispatch, batches=self.enqueue_batches, archive=self.enqueue_archive)
+
 
 def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     """Declare every actor on ``broker``, bound to ``app``'s database, SMTP pool and object store."""
 
-    def finish_now(campaign_id: str) -> None:
-        # Completed as soon as nothing is left open, not at the scheduler's next tick.
-        finishing.finish_now(app, campaign_id, actors.enqueue_archive)
-
     def dispatch_campaign(campaign_id: str) -> None:
         fanout.dispatch(app, campaign_id, actors.enqueue_batches)
-        finish_now(campaign_id)  # every recipient skipped at fan-out: nothing to deliver
+        finishing.finish_now(app, campaign_id, actors.enqueue())  # every recipient skipped: nothing to deliver
 
     def deliver_batch(campaign_id: str, first_id: int, last_id: int) -> None:
         if delivery.deliver_batch(app, Batch(campaign_id, int(first_id), int(last_id)),
                                   lambda batch, delay: actors.enqueue_batches([batch], delay)):
-            finish_now(campaign_id)
+            finishing.finish_now(app, campaign_id, actors.enqueue())
 
-    def send_test_email(email: str, campaign_id: str | None = None, payload: dict | None = None) -> None:
-        side_jobs.send_test_email(app, email, campaign_id=campaign_id, payload=payload)
+    def send_test_email(email: str, campaign_id: str | None = None, payload: dict | None = None,
+                        user_id: int | None = None) -> None:
+        side_jobs.send_test_email(app, email, campaign_id=campaign_id, payload=payload, user_id=user_id)
 
     def build_preview(campaign_id: str) -> dict:
         return side_jobs.build_preview(app, campaign_id)
 
     def archive_letters(campaign_id: str) -> None:
-        letters.build_archive(app, campaign_id)
-        finish_now(campaign_id)
+        archive.build_archive(app, campaign_id)
+        finishing.finish_now(app, campaign_id, actors.enqueue())
 
     def export_recipients(campaign_id: str, export_id: str) -> None:
         exports.run_export(app, campaign_id, export_id)

@@ -1,19 +1,31 @@
-"""The composition root's state: settings plus the adapters built from them, created lazily."""
+"""The composition root's state: settings plus the adapters built from them, created lazily.
+
+One ``App`` per process: one engine, one SMTP pool, one object store, one configured broker with
+its actors declared once, and one ``Dispatcher`` through which both doors (CLI, HTTP API) hand
+work to the workers.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
+import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import make_engine, make_sessionmaker
 from storage.objectstore import ObjectStore, open_store
 from worker.channels.campaign_runtime import RuntimeCache
-from worker.runtime.settings import Settings
 from worker.channels.smtp import SmtpConfig, SmtpSender
+from worker.runtime.broker import is_memory, make_broker
+from worker.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.pipeline.actors import Actors
+    from worker.pipeline.dispatcher import Dispatcher
 
 
 @dataclass
@@ -21,10 +33,13 @@ class App:
     """Everything a command or an actor needs, wired from one Settings object.
 
     ``smtp_url`` overrides ``SMTP_URL`` (``run``/``demo`` point it at the local capturing server).
+    ``consuming`` is set while a worker consumes this process's broker (``run``, ``demo``, tests):
+    then even the in-process broker carries work, and the dispatcher enqueues instead of running inline.
     """
 
     settings: Settings
     smtp_url: str | None = None
+    consuming: bool = False
     _closers: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _smtp: SmtpSender | None = None
@@ -42,6 +57,29 @@ class App:
     @cached_property
     def runtimes(self) -> RuntimeCache:
         return RuntimeCache()
+
+    @cached_property
+    def broker(self) -> dramatiq.Broker:
+        """This process's one broker (Redis from BROKER_URL, or in-process for ``memory://``)."""
+        broker = make_broker(self.settings.broker_url)
+        self._closers.append(broker.close)
+        return broker
+
+    @cached_property
+    def actors(self) -> Actors:
+        """The actors, declared once on this process's broker."""
+        from worker.pipeline.actors import declare_actors
+
+        return declare_actors(self.broker, self)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Queued when a worker consumes the broker (Redis, or ``memory://`` inside ``run``), else inline."""
+        from worker.pipeline.dispatcher import InlineDispatcher, QueuedDispatcher
+
+        if self.consuming or not is_memory(self.settings.broker_url):
+            return QueuedDispatcher(self.actors)
+        return InlineDispatcher(self)
 
     @property
     def smtp_configured(self) -> bool:
@@ -64,6 +102,6 @@ class App:
         return open_store(self.settings.storage_url)
 
     def close(self) -> None:
-        """Release pools and connections."""
+        """Release pools, connections and the broker."""
         while self._closers:
             self._closers.pop()()

@@ -12,28 +12,36 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
+from functools import partial
+
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import dialect_insert
 from storage.ledger import Batch, claim, finish, release, touch_progress
 from storage.models import Campaign, CampaignMessage, Contact, User
+from storage.statuses import CampaignStatus, RecipientStatus
 from storage.timefmt import now as utcnow
-from worker.pipeline.app import App
 from worker.channels.campaign_runtime import CampaignRuntime
 from worker.channels.email import send_emails
 from worker.channels.letters import render_letters
 from worker.channels.outcomes import Outcomes, Ready
 from worker.channels.telephone import create_tasks
+from worker.pipeline.app import App
 
 log = structlog.get_logger()
 
 Retry = Callable[[Batch, int], None]  # (batch, delay in ms)
+Channel = Callable[[CampaignRuntime, list[Ready], Outcomes], None]
 
-# What each campaign type does with the recipients that passed the re-check.
-CHANNELS: dict[str, Callable[[App, CampaignRuntime, list[Ready], Outcomes], None]] = {
-    "email": send_emails, "letter": render_letters, "telephone": create_tasks,
-}
+
+def channel_for(app: App, campaign_type: str) -> Channel:
+    """What a campaign type does with the recipients that passed the re-check, handed what it needs."""
+    if campaign_type == "email":
+        return partial(send_emails, app.smtp, send_seconds=app.settings.lease_seconds / 2)
+    if campaign_type == "letter":
+        return partial(render_letters, app.store)
+    return create_tasks
 
 
 def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Contact], dict[int, User]]:
@@ -51,9 +59,7 @@ def _archive(session: Session, campaign_id: str, sent: list[tuple[int, str, str]
              "updated_at": now} for _, contact_id, content in sent if content is not None]
     if not rows:  # telephone: nothing was sent as content
         return
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CampaignMessage)
-    session.execute(insert.on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), rows)
+    session.execute(dialect_insert(session, CampaignMessage).on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), rows)
 
 
 def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
@@ -65,7 +71,7 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
     structlog.contextvars.bind_contextvars(campaign_id=batch.campaign_id)
     with app.sessions.begin() as session:
         campaign = session.get(Campaign, batch.campaign_id)
-        if campaign is None or campaign.status != "sending":
+        if campaign is None or campaign.status != CampaignStatus.SENDING:
             log.info("deliver.skipped", status=getattr(campaign, "status", None))
             return False
         claimed = claim(session, batch, utcnow())
@@ -85,7 +91,7 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
         else:
             ready.append(Ready(row, contact, users.get(contact.user_id)))
     started = time.monotonic()
-    CHANNELS[runtime.campaign_type](app, runtime, ready, outcomes)
+    channel_for(app, runtime.campaign_type)(runtime, ready, outcomes)
     recorded = _record(app, batch, outcomes, retry)
     log.info("deliver.batch", sent=len(outcomes.sent), failed=len(outcomes.failed),
              skipped=len(outcomes.skipped), retrying=len(outcomes.transient),
@@ -101,10 +107,10 @@ def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> int:
     again = [(row, reply) for row, reply in outcomes.transient if row.attempts < app.settings.max_attempts]
     with app.sessions.begin() as session:
         _archive(session, batch.campaign_id, outcomes.sent)
-        done = finish(session, "sent", [(row_id, None) for row_id, _, _ in outcomes.sent], now,
+        done = finish(session, RecipientStatus.SENT, [(row_id, None) for row_id, _, _ in outcomes.sent], now,
                       artifact_key=outcomes.artifact_key)
-        done += finish(session, "failed", outcomes.failed + give_up, now)
-        done += finish(session, "skipped", outcomes.skipped, now)
+        done += finish(session, RecipientStatus.FAILED, outcomes.failed + give_up, now)
+        done += finish(session, RecipientStatus.SKIPPED, outcomes.skipped, now)
         release(session, [row.id for row, _ in again], now, reason=again[0][1] if again else None)
     if done:
         with app.sessions.begin() as session:  # its own short transaction: the campaign row is shared

@@ -19,6 +19,7 @@ from storage.fields import CONSENT_CHANNELS, FIXED_FIELDS
 from storage.models import Contact, Export, StoredFile
 from storage.objectstore import make_key
 from storage.recipients import iter_recipients
+from storage.statuses import ExportStatus, RecipientStatus
 from storage.timefmt import fmt, now as utcnow
 from worker.pipeline.app import App
 
@@ -43,14 +44,14 @@ def recipient_row(row: tuple[Any, ...]) -> list[Any]:
     consent per channel, delivery state (``pending`` before the campaign took its recipients)."""
     contact_id, *fixed = row[:len(FIXED_FIELDS) + 1]
     consent, status, reason, at = row[len(FIXED_FIELDS) + 1:]
-    delivery = [status, reason, fmt(at)] if status is not None else ["pending", None, None]
+    delivery = [status, reason, fmt(at)] if status is not None else [RecipientStatus.PENDING.value, None, None]
     return [contact_id, *fixed, *(_consent(consent, channel) for channel in CONSENT_CHANNELS), *delivery]
 
 
 def export_to_seed(export: Export) -> dict[str, Any]:
     """The seed's export shape (plus ``reason`` when it failed)."""
     shape: dict[str, Any] = {"export_id": export.id, "file_id": export.file_id, "status": export.status}
-    if export.status == "failed":
+    if export.status == ExportStatus.FAILED:
         shape["reason"] = export.error
     return shape
 
@@ -58,7 +59,7 @@ def export_to_seed(export: Export) -> dict[str, Any]:
 def start_export(session: Session, campaign_id: str) -> Export:
     """Record a pending export of the campaign's recipients."""
     campaign = get_campaign(session, campaign_id)
-    export = Export(id=str(uuid.uuid4()), campaign_id=campaign.id, status="pending")
+    export = Export(id=str(uuid.uuid4()), campaign_id=campaign.id, status=ExportStatus.PENDING)
     session.add(export)
     session.flush()
     return export
@@ -93,11 +94,11 @@ def run_export(app: App, campaign_id: str, export_id: str) -> None:
                                    content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                                    size=size))
             session.flush()
-            session.execute(update(Export).where(Export.id == export_id, Export.status == "pending")
-                            .values(status="done", file_id=file_id, updated_at=utcnow()))
+            session.execute(update(Export).where(Export.id == export_id, Export.status == ExportStatus.PENDING)
+                            .values(status=ExportStatus.DONE, file_id=file_id, updated_at=utcnow()))
         log.info("export.done", campaign_id=campaign_id, export_id=export_id, rows=count, bytes=size)
     except Exception as exc:  # noqa: BLE001 - the export records why it failed, for the user
         with app.sessions.begin() as session:
-            session.execute(update(Export).where(Export.id == export_id, Export.status == "pending")
-                            .values(status="failed", error=f"{type(exc).__name__}: {exc}", updated_at=utcnow()))
+            session.execute(update(Export).where(Export.id == export_id, Export.status == ExportStatus.PENDING)
+                            .values(status=ExportStatus.FAILED, error=f"{type(exc).__name__}: {exc}", updated_at=utcnow()))
         log.error("export.failed", campaign_id=campaign_id, export_id=export_id, error=str(exc))

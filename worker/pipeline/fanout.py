@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import structlog
 
+from storage import lifecycle
 from storage.filters import parse_filters
 from storage.ledger import Batch, insert_recipients, open_batches
 from storage.models import Campaign
@@ -14,13 +15,6 @@ from worker.pipeline.app import App
 from worker.pipeline.campaign_service import campaign_problems
 
 log = structlog.get_logger()
-
-
-def fail_campaign(campaign: Campaign, problems: list[str]) -> None:
-    """Mark a campaign failed, before anything is sent, with a sentence a person can act on."""
-    campaign.status = "failed"
-    campaign.error = ("The campaign was not sent: " + "; ".join(problems)
-                      + ". Copy the campaign, fix this and schedule the copy.")
 
 
 LETTER_BATCH = 50  # one document laid out and one part stored per message: ~2.5 s of CPU (200 held one ~12 s)
@@ -45,25 +39,20 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
         if campaign is None:
             log.warning("dispatch.unknown_campaign")
             return
-        if campaign.status == "pending" and campaign.approved:
-            # Enqueued directly (the API's execute_now, `campaigns send`): claim it here; a scheduler
-            # that claimed it first changed the status, and the one that loses sees "sending".
-            campaign.status = "sending"
-            if campaign.send_at is None or campaign.send_at > now:
-                campaign.send_at = now
-        if campaign.status != "sending" or campaign.dispatched_at is not None:
+        # Enqueued directly (the API's execute_now, `campaigns send`), it is claimed here; one a
+        # scheduler claimed is `sending` already; one fanned out before is left to reconcile.
+        if not lifecycle.claim_for_dispatch(campaign, now):
             log.info("dispatch.skipped", status=campaign.status, dispatched=campaign.dispatched_at is not None)
             return
         problems = campaign_problems(session, campaign)
         if campaign.type == "email" and not app.smtp_configured:
             problems.append("no SMTP server is configured for the workers: set SMTP_URL")
         if problems:
-            fail_campaign(campaign, problems)
+            lifecycle.fail_unsendable(campaign, problems)
             log.error("dispatch.failed", error=campaign.error)
             return
         total, skipped = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
-        campaign.total, campaign.skipped = total, skipped
-        campaign.dispatched_at = campaign.progress_at = now
+        lifecycle.mark_dispatched(campaign, total, skipped, now)
     with app.sessions() as session:
         batches = open_batches(session, campaign_id, batch_size(app, campaign.type))
     enqueue(batches)

@@ -14,6 +14,7 @@ from storage.errors import ValidationFailed
 from storage.models import Campaign, Contact, StoredFile, User
 from storage.objectstore import make_key
 from storage.recipients import selected_contacts
+from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
 from storage.validation import check_campaign
 from worker.pipeline.app import App
@@ -40,7 +41,7 @@ def campaign_from_payload(session: Session, payload: Any, user_id: int | None = 
     assert data is not None
     return Campaign(id=str(uuid.uuid4()), user_id=user_id or 0, name=data.name, type=data.type,
                     message=data.message, filter=data.filter,
-                    template_id=data.template.id if data.template else None, status="draft")
+                    template_id=data.template.id if data.template else None, status=CampaignStatus.DRAFT)
 
 
 def _sample_contact(email: str | None = None) -> Contact:

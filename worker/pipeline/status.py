@@ -9,11 +9,10 @@ from sqlalchemy import select
 
 from storage.campaigns import progress_of
 from storage.models import Campaign
-from worker.pipeline.actors import CAMPAIGNS_QUEUE, DEFAULT_QUEUE, DELIVERY_QUEUE
+from storage.statuses import IN_FLIGHT
+from worker.pipeline.actors import QUEUES
 from worker.pipeline.app import App
 from worker.runtime.broker import NAMESPACE, is_memory
-
-QUEUES = (CAMPAIGNS_QUEUE, DELIVERY_QUEUE, DEFAULT_QUEUE)
 
 
 def queue_depths(broker_url: str) -> list[dict[str, Any]]:
@@ -33,7 +32,7 @@ def queue_depths(broker_url: str) -> list[dict[str, Any]]:
 def status_report(app: App) -> dict[str, Any]:
     """Queues plus every campaign that is sending or paused, with its ledger progress."""
     with app.sessions() as session:
-        campaigns = session.scalars(select(Campaign).where(Campaign.status.in_(("sending", "paused")))
+        campaigns = session.scalars(select(Campaign).where(Campaign.status.in_(IN_FLIGHT))
                                     .order_by(Campaign.updated_at)).all()
         flying = [{"id": c.id, "name": c.name, "type": c.type, "status": c.status,
                    "progress": progress_of(session, c)} for c in campaigns]

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     retry_base_seconds: float = Field(default=10.0, gt=0)
+    # WeasyPrint internals hooked for speed (renderers/pdf_hooks.py); off lays letters out as shipped.
+    weasyprint_hooks: bool = Field(default=True)
     log_format: Literal["json", "console"] = Field(default_factory=_default_log_format)
     log_level: str = Field(default="INFO")
 
