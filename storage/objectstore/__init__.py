@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from storage.objectstore.base import ObjectMissing, ObjectStore, check_key, make_key
+from storage.objectstore.base import URL_SECONDS, ObjectMissing, ObjectStore, check_key, make_key
 from storage.objectstore.local import LocalStore
 from storage.objectstore.s3 import PART_SIZE, S3Store
 
-__all__ = ["ObjectMissing", "ObjectStore", "LocalStore", "S3Store", "check_key", "make_key", "open_store"]
+__all__ = ["URL_SECONDS", "ObjectMissing", "ObjectStore", "LocalStore", "S3Store", "check_key", "make_key", "open_store"]
 
 # Generous on purpose: S3-compatible servers and old AWS buckets allow more than today's AWS rules.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")

@@ -17,6 +17,9 @@ _PART = re.compile(r"[A-Za-z0-9._-]+")
 MAX_URL_EXPIRES = 7 * 24 * 3600
 
 
+# How long a download URL is valid: the seed says "The URL is valid for 5 minutes!".
+URL_SECONDS = 300
+
 class ObjectMissing(NotFound):
     """No object is stored under the key."""
 
@@ -88,7 +91,7 @@ class ObjectStore(ABC):
         """The object's size in bytes; ObjectMissing if there is none."""
 
     @abstractmethod
-    def url(self, key: str, expires: int = 300, filename: str | None = None) -> str:
+    def url(self, key: str, expires: int = URL_SECONDS, filename: str | None = None) -> str:
         """A URL to download the object: presigned for ``expires`` seconds on S3, ``file://`` locally.
 
         ``filename`` asks the browser to save the download under that name (S3 only).

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, check_expires, check_key
+from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, URL_SECONDS, check_expires, check_key
 
 
 class LocalWriter(StreamWriter):
@@ -82,7 +82,7 @@ class LocalStore(ObjectStore):
             raise ObjectMissing(key)
         return path.stat().st_size
 
-    def url(self, key: str, expires: int = 300, filename: str | None = None) -> str:
+    def url(self, key: str, expires: int = URL_SECONDS, filename: str | None = None) -> str:
         # A file URL neither expires nor names the download; both are still checked so that a bad
         # call fails on a developer's machine, not first in production.
         check_expires(expires)

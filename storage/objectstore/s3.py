@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, check_expires, check_key
+from storage.objectstore.base import ObjectMissing, ObjectStore, StreamWriter, URL_SECONDS, check_expires, check_key
 
 # S3 wants every part but the last to be at least 5 MiB; 8 MiB keeps the request count low while
 # the writer holds at most one part in memory.
@@ -172,7 +172,7 @@ class S3Store(ObjectStore):
             raise ObjectMissing(key)
         return int(head["ContentLength"])
 
-    def url(self, key: str, expires: int = 300, filename: str | None = None) -> str:
+    def url(self, key: str, expires: int = URL_SECONDS, filename: str | None = None) -> str:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": self.object_key(key)}
         if filename is not None:
             params["ResponseContentDisposition"] = content_disposition(filename)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from storage import campaigns as repo
 from storage.errors import Conflict, NotFound
 from storage.models import Contact, StoredFile, Task, User
+from storage.objectstore import URL_SECONDS
 from storage.serialize import user_to_seed
 from storage.statuses import CampaignStatus
 from storage.timefmt import fmt
@@ -16,7 +17,6 @@ from worker.pipeline.exports import export_to_seed, get_export, start_export
 from worker.cli.campaigns_cmd import campaigns_group
 from worker.cli.output import emit
 
-URL_SECONDS = 300  # the seed: "The URL is valid for 5 minutes!"
 
 
 def _file_url(app: App, file: StoredFile) -> str:

@@ -12,7 +12,7 @@ from renderers.pdf import render_pdf
 from storage.campaigns import get_campaign
 from storage.errors import ValidationFailed
 from storage.models import Campaign, Contact, StoredFile, User
-from storage.objectstore import make_key
+from storage.objectstore import URL_SECONDS, make_key
 from storage.recipients import selected_contacts
 from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
@@ -79,7 +79,7 @@ def build_preview(app: App, campaign_id: str) -> dict[str, str]:
         key = make_key("previews", campaign.id, f"{file_id}.{extension}")
         size = app.store.put_bytes(key, body, content_type)
         session.add(StoredFile(id=file_id, key=key, name=name, content_type=content_type, size=size))
-    return {"download_url": app.store.url(key, 300, filename=name)}
+    return {"download_url": app.store.url(key, URL_SECONDS, filename=name)}
 
 
 def first_recipient(session: Session, campaign: Campaign) -> Contact | None:
