@@ -22,11 +22,9 @@ file checks out and the target is met; 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,24 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # Only light imports at module level: the spawned child imports this module again, and what it
-# imports here would count towards the export's RSS.
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-RESULTS = ROOT / "benchmarks" / "results"
+# imports here would count towards the export's RSS (benchmarks.harness imports the standard library only).
+from benchmarks.harness import (  # noqa: E402
+    RESULTS, BenchDatabase, end_summary, git_describe, loadavg, log, proc_kib, recorded, reproduce_command,
+    target_lines)
+
 TARGET_RSS_MIB = 200
 # Every generated contact has a mobile number, so this selects all of them.
 SELECT_ALL = [{"field": "contact.fixed_fields.mobile_phone_number", "operator": "nempty"}]
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def proc_kib(key: str) -> int:
-    """A ``/proc/self/status`` figure in KiB (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 # ----------------------------------------------------------------------------- setup (parent)
@@ -148,11 +136,11 @@ def export_child(db_url: str, storage_url: str, campaign_id: str, out) -> None:
         app = App(Settings(database_url=db_url, storage_url=storage_url, log_level="WARNING", log_format="json"))
         with app.sessions.begin() as session:
             export_id = start_export(session, campaign_id).id
-        before_kib = proc_kib("VmRSS")
+        before_kib = proc_kib("self", "VmRSS") or 0
         cpu0, started = time.process_time(), time.perf_counter()
         run_export(app, campaign_id, export_id)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        hwm_kib = proc_kib("VmHWM")
+        hwm_kib = proc_kib("self", "VmHWM") or 0
         maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with app.sessions() as session:
             export = session.get(Export, export_id)
@@ -242,35 +230,26 @@ def main() -> int:
     if args.recipients < 1:
         parser.error("--recipients must be at least 1")
     n = args.recipients
-    reproduce = f".venv/bin/python benchmarks/export_recipients.py --recipients {n} --seed {args.seed}"
-
-    from sqlalchemy import text
-
-    from storage.db import make_engine, safe_identifier
+    reproduce = reproduce_command("export_recipients.py", [f"--recipients {n}", f"--seed {args.seed}"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = safe_identifier(f"cd_bench_export_{os.getpid()}")
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    db = BenchDatabase("export")
     result: dict = {"benchmark": "export_recipients", "recipients": n, "reproduce": reproduce,
-                    "git": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                                          capture_output=True, text=True, check=False).stdout.strip(),
-                    "cpus": os.cpu_count()}
+                    "git": git_describe(), "cpus": os.cpu_count()}
     ok = False
-    with tempfile.TemporaryDirectory(prefix="cd-bench-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cd-bench-export-") as tmp, \
+            recorded(result, RESULTS / f"export_recipients-{n}-{stamp}.json", summary, reproduce):
         workdir = Path(tmp)
         try:
-            with admin.connect() as conn:
-                conn.execute(text(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
-                                  "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"))
-            db_url = admin.url.set(database=name).render_as_string(hide_password=False)
-            log(f"database {name}: loading {n} contacts and fanning out")
+            db_url = db.create()
+            log(f"database {db.name}: loading {n} contacts and fanning out")
             campaign_id, result["setup"] = prepare(db_url, n, args.seed, workdir)
             log(f"setup done {result['setup']}; exporting in a spawned child")
             (workdir / "objects").mkdir()
-            result["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
+            result["loadavg_before"] = loadavg()
             child = run_child(db_url, (workdir / "objects").as_uri(), campaign_id, args.timeout)
-            result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+            result["loadavg_after"] = loadavg()
             if child["status"] != "done":
                 raise RuntimeError(f"export {child['status']}: {child.get('error')}")
             peak = max(child["vm_hwm_kib"], child["ru_maxrss_kib"]) / 1024
@@ -291,20 +270,8 @@ def main() -> int:
             result["target_met"] = {f"peak RSS < {TARGET_RSS_MIB} MiB": peak < TARGET_RSS_MIB}
             ok = all(checks[k] for k in ("rows_ok", "header_ok", "first_contact_ok", "statuses_match_ledger"))
             ok = ok and peak < TARGET_RSS_MIB
-        except Exception as exc:
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            raise
         finally:
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            finally:
-                admin.dispose()
-            out = RESULTS / f"export_recipients-{n}-{stamp}.json"
-            out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-            print(json.dumps(result, indent=2, ensure_ascii=False))
-            print(summary(result))
-            print(f"saved: {out.relative_to(ROOT)}\nreproduce: {reproduce}")
+            db.drop()
     return 0 if ok else 1
 
 
@@ -318,11 +285,8 @@ def summary(r: dict) -> str:
     if c := r.get("checks"):
         lines.append(f"file: {c['rows']} rows (N + 1: {c['rows_ok']}), header {c['header_ok']}, "
                      f"first contact {c['first_contact_ok']}, statuses match the ledger {c['statuses_match_ledger']}")
-    for name, met in r.get("target_met", {}).items():
-        lines.append(f"target {name}: {'met' if met else 'NOT met'}")
-    if "error" in r:
-        lines.append(f"error: {r['error']}")
-    return "\n".join(lines)
+    lines += target_lines(r.get("target_met", {}))
+    return end_summary(lines, r)
 
 
 if __name__ == "__main__":

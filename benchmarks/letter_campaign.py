@@ -33,19 +33,14 @@ from __future__ import annotations
 import argparse
 import gc
 import io
-import json
 import os
-import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,28 +48,24 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 import redis  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
-from benchmarks import email_campaign as email_bench  # noqa: E402
-from benchmarks.email_campaign import (  # noqa: E402
-    ADMIN_URL, RESULTS, TUNING, cpu_by_role, cpu_snapshot, log, proc_kib, redis_db_is_ours, spawned_children,
-    start_workers, stop_workers, wait_quiet, wait_ready)
+from benchmarks.harness import (  # noqa: E402
+    RESULTS, S3_ENV, BenchDatabase, WorkerSampler, cleanup, collect_profiles, cpu_by_role, cpu_snapshot, drive,
+    end_summary, exit_status, git_describe, load_contacts, log, machine_before, phases, proc_kib, recorded,
+    redis_db_is_ours, reproduce_command, spawned_children, start_moto, start_profilers, start_workers, steady_rate,
+    stop_profilers, stop_workers, summarize_profile, target_lines, terminate, tuning_env, wait_ready)
 from benchmarks.letter_render import FIRST, LAST, LETTERS  # noqa: E402
 from renderers.pdf import render_batch, render_pdfs  # noqa: E402
-from storage.db import make_engine, safe_identifier  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Contact, Recipient, StoredFile, User  # noqa: E402
 from worker.pipeline import campaign_service  # noqa: E402
-from worker.pipeline.actors import declare_actors  # noqa: E402
 from worker.pipeline.app import App  # noqa: E402
-from worker.runtime.broker import make_broker  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
 from worker.runtime.logging import configure_logging  # noqa: E402
 from worker.pipeline.roles import tick, tune_gc  # noqa: E402
 from worker.runtime.settings import Settings  # noqa: E402
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-          "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 # Not email_campaign.py's db 14: both flush their db, and one's workers would take the other's messages.
 REDIS_URL = os.environ.get("BENCH_LETTER_REDIS_URL", "redis://127.0.0.1:6379/11")
 TARGET, GOAL, RAW_BATCH = 60, 80, 50
@@ -105,50 +96,17 @@ def payload(kind: str = "invoice") -> dict:
             "message": {"content": LETTERS[kind][1]}, "filter": [{"field": "contact.fixed_fields.city", "operator": "nempty"}]}
 
 
-def load_contacts(app: App, n: int, workdir: Path, kind: str) -> float:
-    return email_bench.load_contacts(app, n, workdir, contact_line, lambda: bundle(kind))
-
-
-# ----------------------------------------------------------------------------- S3 server, sampler
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto(log_path: Path) -> tuple[subprocess.Popen, str]:
-    """moto's S3 server as a subprocess (its CPU and memory are then its own); its endpoint URL."""
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"moto_server did not start (see {log_path})")
-
-
-class Sampler(threading.Thread):
+# ----------------------------------------------------------------------------- sampler
+class Sampler(WorkerSampler):
     """Every 0.2 s: each worker process's and moto's peak RSS (VmHWM, the kernel's own peak)."""
 
     def __init__(self, supervisor: int, moto: int) -> None:
-        super().__init__(daemon=True, name="sampler")
-        self.supervisor, self.moto = supervisor, moto
-        self.hwm: dict[int, int] = {}
+        super().__init__(supervisor)
+        self.moto = moto
         self.moto_hwm = 0
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        while not self.stop.wait(0.2):
-            for pid in spawned_children(self.supervisor):
-                self.hwm[pid] = max(self.hwm.get(pid, 0), proc_kib(pid, "VmHWM") or 0)
-            self.moto_hwm = max(self.moto_hwm, proc_kib(self.moto, "VmHWM") or 0)
+    def sample(self) -> None:
+        self.moto_hwm = max(self.moto_hwm, proc_kib(self.moto, "VmHWM") or 0)
 
 
 # ----------------------------------------------------------------------------- profile
@@ -164,78 +122,40 @@ PACKAGES = [  # (label, path fragment): a sample counts for the frame nearest it
 ]
 
 
-def start_profilers(pids: list[int], stamp: str) -> list[tuple[subprocess.Popen, Path]]:
-    """py-spy on each worker process (all threads, idle excluded), raw collapsed stacks."""
-    spy = Path(sys.executable).with_name("py-spy")
-    out = []
-    for pid in pids:
-        path = RESULTS / f"letter_campaign-{stamp}-pyspy-{pid}.txt"
-        cmd = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--nonblocking",
-               "--output", str(path)]
-        out.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
-    return out
-
-
-def summarize_profile(path: Path) -> dict:
+def package_shares(path: Path) -> dict:
     """Share (%) of the working samples per package (the frame nearest the leaf that matches decides)."""
-    counts: dict[str, int] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        frames = stack.split(";")[::-1]
-        name = next((label for frame in frames for label, needle in PACKAGES if needle in frame), "other")
-        counts[name] = counts.get(name, 0) + int(n)
     # py-spy counts a thread blocked in Dramatiq's consumer (waiting for a message) as busy: set it apart.
-    waiting = counts.pop("broker: dramatiq", 0)
-    total = sum(counts.values()) or 1
-    return ({k: round(100 * v / total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
-            | {"samples": total, "dramatiq_samples_left_out": waiting})
+    return summarize_profile(path, PACKAGES, nearest_leaf=True,
+                             set_aside=("broker: dramatiq", "dramatiq_samples_left_out"))
 
 
 # ----------------------------------------------------------------------------- the run
-def drive(app: App, campaign_id: str, n: int, t_create: float, deadline: float) -> dict:
+def letter_jobs(app: App) -> Callable[[], object]:
+    """The scheduler's jobs (``tick``: finalise asks for the letters ZIP), run once per call."""
+    return lambda: tick(app)
+
+
+def drive_letters(app: App, campaign_id: str, n: int, t_create: float, deadline: float) -> tuple[dict, list]:
     """The scheduler's jobs (with the letter ZIP hook) every 0.5 s until the campaign is final; phase
     times in seconds from creation, and the ledger's progress (sent rows) at each tick."""
-    broker = make_broker(app.settings.broker_url)
-    actors = declare_actors(broker, app)
-    marks: dict = {"progress": []}
-    try:
-        while True:
-            started = time.monotonic()
-            if started > deadline:
-                raise TimeoutError(f"campaign not final: { {k: v for k, v in marks.items() if k != 'progress'} }")
-            tick(app, actors)
-            with app.sessions() as session:
-                c = session.get(Campaign, campaign_id)
-                status, dispatched, asked = c.status, c.dispatched_at, c.archive_requested_at
-                done = session.scalar(select(func.count()).where(Recipient.campaign_id == campaign_id,
-                                                                 Recipient.status.in_(("sent", "failed"))))
-            now = round(time.monotonic() - t_create, 2)
-            marks["progress"].append((now, done))
-            if status != "pending":
-                marks.setdefault("claimed_s", now)
-            if dispatched is not None:
-                marks.setdefault("fanned_out_s", now)
-            if done:
-                marks.setdefault("first_letters_s", now)
-            if done >= n:
-                marks.setdefault("all_letters_s", now)
-            if asked is not None:
-                marks.setdefault("zip_requested_s", now)
-            if status in ("completed", "failed", "cancelled"):
-                marks["final_s"], marks["status"] = now, status
-                return marks
-            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
-    finally:
-        broker.close()
+    progress: list[tuple[float, int]] = []
 
+    def read(session, campaign: Campaign) -> tuple:
+        done = session.scalar(select(func.count()).where(Recipient.campaign_id == campaign_id,
+                                                         Recipient.status.in_(("sent", "failed"))))
+        return campaign.archive_requested_at, done
 
-def steady_rate(progress: list[tuple[float, int]], n: int) -> float | None:
-    """Letters/s in the ledger between 10% and 90% of the campaign (no fan-out, no tail, no ZIP)."""
-    a = next((p for p in progress if p[1] >= n // 10), None)
-    b = next((p for p in progress if p[1] >= n * 9 // 10), None)
-    return round((b[1] - a[1]) / (b[0] - a[0]), 1) if a and b and b[0] > a[0] else None
+    def note(marks: dict, now: float, seen: tuple) -> None:
+        asked, done = seen
+        progress.append((now, done))
+        if done:
+            marks.setdefault("first_letters_s", now)
+        if done >= n:
+            marks.setdefault("all_letters_s", now)
+        if asked is not None:
+            marks.setdefault("zip_requested_s", now)
+
+    return drive(app, campaign_id, t_create, deadline, letter_jobs, read, note, digits=2), progress
 
 
 def letters_html(app: App, campaign_id: str) -> list[str]:
@@ -293,8 +213,7 @@ def verify(app: App, campaign_id: str, n: int) -> dict:
 def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
     """Set up, run the campaign, measure the raw limit, verify; clean up whatever was started."""
     n, deadline = args.letters, time.monotonic() + args.timeout
-    name = safe_identifier(f"cd_bench_letter_{os.getpid()}")
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    db = BenchDatabase("letter")
     rds = redis.Redis.from_url(REDIS_URL)
     workdir = Path(tempfile.mkdtemp(prefix="cd-bench-letters-"))
     moto = proc = sampler = app = None
@@ -306,17 +225,14 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         boto3.client("s3").create_bucket(Bucket=bucket)
         storage_url = f"s3://{bucket}/letters"
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
-                              "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"))
-        db_url = admin.url.set(database=name).render_as_string(hide_password=False)
+        db_url = db.create()
         redis_db_is_ours(rds)  # refuses a db another run uses (a flush would break it)
         rds.flushdb()
         owned = True
         app = App(Settings(database_url=db_url, broker_url=REDIS_URL, smtp_url=None, storage_url=storage_url,
                            log_level="WARNING", log_format="json"))
         upgrade(app.engine)
-        result["load_s"] = round(load_contacts(app, n, workdir, args.letter), 1)
+        result["load_s"] = round(load_contacts(app, n, workdir, contact_line, lambda: bundle(args.letter)), 1)
         s = app.settings
         result["settings"] = {"delivery_batch_size": s.delivery_batch_size, "lease_seconds": s.lease_seconds,
                               "stall_seconds": s.stall_seconds, "storage_url": storage_url}
@@ -330,11 +246,8 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         idle_rss = [proc_kib(pid, "VmRSS") or 0 for pid in children]
         sampler = Sampler(proc.pid, moto.pid)
         sampler.start()
-        if args.wait_quiet:
-            log(f"waiting up to {args.wait_quiet:.0f} s for a quiet machine")
-            result["machine_busy_share_before"] = wait_quiet(min(args.wait_quiet, deadline - time.monotonic()))
-        result["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
-        profilers = start_profilers(children, stamp) if args.profile else []
+        machine_before(result, args.wait_quiet, deadline)
+        profilers = start_profilers(children, f"letter_campaign-{stamp}", rate=100) if args.profile else []
         runs = []
         for k in range(args.runs):
             log(f"workers ready ({children}); creating campaign {k + 1} of {args.runs}")
@@ -342,8 +255,7 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
             log(f"campaign {project['status']} in {project['seconds']:.1f} s ({project['letters_per_s']} "
                 "letters/s); verifying")
             runs.append((campaign_id, project, verify(app, campaign_id, n)))
-        for spy, _ in profilers:
-            spy.send_signal(signal.SIGINT)
+        stop_profilers(profilers)
         time.sleep(0.5)
         sampler.stop.set()
         sampler.join()
@@ -357,10 +269,7 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         if len(runs) > 1:
             result["runs"] = [{"letters_per_s": p["letters_per_s"], "steady_letters_per_s": p["steady_letters_per_s"],
                                "worker_cpu_ms_per_letter": p["worker_cpu_ms_per_letter"]} for _, p, _ in runs]
-        for spy, path in profilers:
-            spy.wait(30)
-            if path.exists():
-                result.setdefault("profile_pct", {})[path.name] = summarize_profile(path)
+        collect_profiles(profilers, result, "profile_pct", package_shares)
         result["checks"] = next((checks for _, _, checks in runs if not checks["ok"]), runs[0][2])
         log("the raw WeasyPrint limit")
         htmls = letters_html(app, campaign_id)
@@ -371,14 +280,9 @@ def run(args: argparse.Namespace, stamp: str, result: dict) -> bool:
         result["targets_met"] = {f">= {TARGET} letters/s": rate >= TARGET, f"goal >= {GOAL} letters/s": rate >= GOAL}
         return all(checks["ok"] and p["status"] == "completed" for _, p, checks in runs)
     finally:
-        steps = [lambda: sampler and sampler.stop.set(), lambda: proc and stop_workers(proc),
-                 lambda: app and app.close(), lambda: _drop(admin, name), lambda: owned and rds.flushdb(),
-                 lambda: moto and _stop(moto), lambda: shutil.rmtree(workdir, ignore_errors=True)]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - go on with the other cleanups
-                log(f"cleanup failed: {type(exc).__name__}: {exc}")
+        cleanup([lambda: sampler and sampler.stop.set(), lambda: proc and stop_workers(proc),
+                 lambda: app and app.close(), db.drop, lambda: owned and rds.flushdb(),
+                 lambda: moto and terminate(moto, 10), lambda: shutil.rmtree(workdir, ignore_errors=True)])
 
 
 def one_campaign(app: App, kind: str, n: int, deadline: float, workers_pid: int, moto_pid: int) -> tuple[str, dict]:
@@ -386,30 +290,15 @@ def one_campaign(app: App, kind: str, n: int, deadline: float, workers_pid: int,
     cpu_before, t_create = cpu_snapshot(), time.monotonic()
     with app.sessions.begin() as session:
         campaign_id = campaign_service.create(session, payload(kind), 1).id
-    marks = drive(app, campaign_id, n, t_create, deadline)
+    marks, progress = drive_letters(app, campaign_id, n, t_create, deadline)
     cpu = cpu_by_role(cpu_before, cpu_snapshot(), time.monotonic() - t_create, workers_pid, moto_pid)
     cpu["s3 (moto)"] = cpu.pop("smtp-sink", 0.0)
-    elapsed, progress = marks["final_s"], marks.pop("progress")
+    elapsed = marks["final_s"]
     return campaign_id, {
         "status": marks["status"], "seconds": elapsed, "letters_per_s": round(n / elapsed, 1),
-        "steady_letters_per_s": steady_rate(progress, n),
-        "phases_s": dict(sorted(((k, v) for k, v in marks.items() if k.endswith("_s")), key=lambda kv: kv[1])),
+        "steady_letters_per_s": steady_rate(progress, 0, n, digits=1),
+        "phases_s": phases(marks),
         "cpu_seconds": cpu, "worker_cpu_ms_per_letter": round(cpu.get("workers", 0) * 1000 / n, 2)}
-
-
-def _drop(admin, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def summary(r: dict) -> str:
@@ -436,15 +325,12 @@ def summary(r: dict) -> str:
     if raw:
         lines.append(f"raw WeasyPrint, render_batch of {raw['batch']} in one process: {raw['letters_per_s']} letters/s "
                      f"({raw['cpu_ms_per_letter']} CPU ms/letter); project/raw {r['ratio_project_to_raw']}")
-    for name, met in r.get("targets_met", {}).items():
-        lines.append(f"target {name}: {'met' if met else 'NOT met'}")
+    lines += target_lines(r.get("targets_met", {}))
     for name, shares in r.get("profile_pct", {}).items():
         lines.append(f"profile {name}: " + ", ".join(f"{k} {v}%" for k, v in shares.items() if not k.startswith(("samples", "dramatiq"))))
     if c:
         lines.append(f"checks: {'ok' if c['ok'] else 'FAILED'} (ledger {c['ledger']}, ZIP entries {c.get('zip_entries')})")
-    if "error" in r:
-        lines.append(f"error: {r['error']}")
-    return "\n".join(lines)
+    return end_summary(lines, r)
 
 
 def main() -> int:
@@ -463,37 +349,24 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    tuning = {k: os.environ[k] for k in TUNING if k in os.environ}
-    reproduce = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in tuning.items()),
-                          ".venv/bin/python benchmarks/letter_campaign.py", f"--letters {args.letters}",
-                          *([f"--letter {args.letter}"] if args.letter != "invoice" else []),
-                          f"--processes {args.processes} --threads {args.threads}",
-                          *([f"--runs {args.runs}"] if args.runs != 1 else []),
-                          *(["--profile"] if args.profile else []),
-                          *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])])
+    tuning = tuning_env()
+    reproduce = reproduce_command("letter_campaign.py", [
+        f"--letters {args.letters}", *([f"--letter {args.letter}"] if args.letter != "invoice" else []),
+        f"--processes {args.processes} --threads {args.threads}", *([f"--runs {args.runs}"] if args.runs != 1 else []),
+        *(["--profile"] if args.profile else []), *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])],
+        tuning)
     configure_logging("json", "WARNING")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.monotonic()
     result = {"benchmark": "letter_campaign", "letters": args.letters, "letter": args.letter,
               "processes": args.processes,
               "threads": args.threads, "tuning_env": tuning, "reproduce": reproduce, "cpus": os.cpu_count(),
-              "git": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                                    capture_output=True, text=True, check=False).stdout.strip()}
+              "git": git_describe()}
     ok = False
-    try:
+    with recorded(result, RESULTS / f"letter_campaign-{args.letters}-{stamp}.json", summary, reproduce,
+                  watchdog=args.timeout, started=started, print_json=False):
         ok = run(args, stamp, result)
-    except TimeoutError as exc:
-        result["error"] = f"watchdog: not done after {args.timeout:.0f} s ({exc})"
-    except Exception as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        result["wall_s"] = round(time.monotonic() - started, 1)
-        out = RESULTS / f"letter_campaign-{args.letters}-{stamp}.json"
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(summary(result))
-        print(f"saved: {out.relative_to(ROOT)}\nreproduce: {reproduce}")
-    return 0 if ok else (3 if "watchdog" in result.get("error", "") else 1)
+    return exit_status(ok, result)
 
 
 if __name__ == "__main__":
