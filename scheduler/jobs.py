@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import exists, update
+from sqlalchemy import exists, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import lifecycle
@@ -64,10 +64,11 @@ def reconcile(sessions: sessionmaker[Session], enqueue: Enqueue, now: datetime, 
 
     with sessions.begin() as session:
         # Fanned out, rows still pending, and no row finished for a while: their messages are gone.
+        # Rows just taken back from a dead worker go on at once, not a stall later.
         pending = exists().where(Recipient.campaign_id == Campaign.id, Recipient.status == RecipientStatus.PENDING)
         stalled = list(session.scalars(
             update(Campaign).where(Campaign.status == CampaignStatus.SENDING, Campaign.dispatched_at.is_not(None),
-                                   Campaign.progress_at < now - stall, pending)
+                                   or_(Campaign.progress_at < now - stall, Campaign.id.in_(released)), pending)
             .values(progress_at=now).returning(Campaign.id)))
     for campaign_id in stalled:
         with sessions() as session:

@@ -130,11 +130,14 @@ def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
 
 def finish(session: Session, status: R, outcomes: Iterable[tuple[int, str | None]], now: datetime,
            artifact_key: str | None = None) -> int:
-    """Move ``sending`` rows to a final ``status`` (sent/failed/skipped) with their reasons, and
+    """Move open rows to a final ``status`` (sent/failed/skipped) with their reasons, and
     ``artifact_key`` (where what was made for them is stored) when given.
 
-    One UPDATE per distinct reason; returns the rows that changed. The campaign row is not
-    touched here: workers finishing batches in parallel would queue on its lock.
+    The rows are normally ``sending``; ``pending`` is accepted too: rows whose lease ran out while
+    the database was unreachable, released by reconcile before their outcome could be written. What
+    was sent is recorded as sent, so nothing takes them again. One UPDATE per distinct reason;
+    returns the rows that changed. The campaign row is not touched here: workers finishing batches
+    in parallel would queue on its lock.
     """
     by_reason: dict[str | None, list[int]] = defaultdict(list)
     for row_id, reason in outcomes:
@@ -143,7 +146,7 @@ def finish(session: Session, status: R, outcomes: Iterable[tuple[int, str | None
     for reason, ids in by_reason.items():
         result = session.execute(
             update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.status == R.SENDING)
+            .where(Recipient.id.in_(ids), Recipient.status.in_(OPEN))
             .values(status=status, reason=reason, updated_at=now,
                     **({"artifact_key": artifact_key} if artifact_key else {}))
             .execution_options(synchronize_session=False)
@@ -159,13 +162,32 @@ def touch_progress(session: Session, campaign_id: str, now: datetime, every: tim
         .values(progress_at=now))
 
 
-def release(session: Session, ids: list[int], now: datetime, reason: str | None = None) -> int:
-    """Return ``sending`` rows to ``pending`` (a transient failure: they will be tried again)."""
+def release(session: Session, ids: list[int], now: datetime, reason: str | None = None, *,
+            attempted: bool = True) -> int:
+    """Return ``sending`` rows to ``pending``: a transient failure (they will be tried again), or,
+    with ``attempted=False``, rows never tried (the campaign paused or braked), whose claim then
+    does not count as an attempt."""
+    if not ids:
+        return 0
+    values: dict = {"status": R.PENDING, "updated_at": now}
+    if attempted:
+        values["reason"] = reason
+    else:
+        values["attempts"] = Recipient.attempts - 1
+    return session.execute(
+        update(Recipient).where(Recipient.id.in_(ids), Recipient.status == R.SENDING)
+        .values(**values).execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def renew(session: Session, ids: Iterable[int], now: datetime) -> int:
+    """Renew the lease of ``sending`` rows a live worker holds (its heartbeat)."""
+    ids = list(ids)
     if not ids:
         return 0
     return session.execute(
         update(Recipient).where(Recipient.id.in_(ids), Recipient.status == R.SENDING)
-        .values(status=R.PENDING, reason=reason, updated_at=now).execution_options(synchronize_session=False)
+        .values(updated_at=now).execution_options(synchronize_session=False)
     ).rowcount
 
 
@@ -187,10 +209,15 @@ def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str
     return campaigns
 
 
-def skip_pending(session: Session, campaign_id: str, reason: str, now: datetime) -> int:
-    """Skip every ``pending`` row of the campaign with ``reason`` (a cancel); how many."""
+def skip_pending(session: Session, campaign_id: str, reason: str, now: datetime,
+                 ids: list[int] | None = None) -> int:
+    """Skip the campaign's ``pending`` rows (of ``ids`` only, when given; ``sending`` ones too then:
+    a worker's own rows it did not attempt) with ``reason`` (a cancel); how many."""
+    where = [Recipient.campaign_id == campaign_id, Recipient.status == R.PENDING]
+    if ids is not None:
+        where = [Recipient.campaign_id == campaign_id, Recipient.id.in_(ids), Recipient.status.in_(OPEN)]
     return session.execute(
-        update(Recipient).where(Recipient.campaign_id == campaign_id, Recipient.status == R.PENDING)
+        update(Recipient).where(*where)
         .values(status=R.SKIPPED, reason=reason, updated_at=now).execution_options(synchronize_session=False)
     ).rowcount
 
@@ -211,7 +238,7 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 __all__ = [
     "Batch", "Claimed", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
-    "release", "release_stale", "skip_pending", "skip_reason", "skip_reason_of", "valid_email",
+    "release", "release_stale", "renew", "skip_pending", "skip_reason", "skip_reason_of", "valid_email",
 ]
 
 

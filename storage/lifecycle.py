@@ -4,10 +4,15 @@
 draft ──approve + send_at──> pending ──claim (scheduler, or a direct dispatch)──> sending ──finalise──> completed | failed
   │                            │  ^                                                │  ^
   │                            │  └──────────── resume (not yet dispatched) ───┐    │  └── resume
-  │                            └──────────── pause ────────────────────────> paused <── pause
+  │                            └──────────── pause ────────────────────────> paused <── pause, brake
   └─────── cancel (from draft, pending, sending or paused) ──────────────> cancelled ──finalise──> (settled)
            dispatch finds the campaign unsendable: sending ──> failed (nothing was sent)
 ```
+
+A brake is a pause by the service itself: a fault of the whole campaign while it sends (the relay
+refuses our login, the sending domain is gone, a template no longer renders, the relay unreachable
+past the retry budget, ``MAX_SEND_ERRORS`` recipients failed since the start or the last resume)
+pauses it once, with an ``error`` saying what to fix; ``resume`` clears it and goes on.
 
 Each transition is a conditional UPDATE (``... WHERE status IN (<from>)``) or runs on a row locked
 for update, so two processes racing on one campaign move it once: schedulers claiming due
@@ -113,16 +118,43 @@ def fail_unsendable(campaign: Campaign, problems: list[str]) -> None:
 # -- while sending -------------------------------------------------------------------------------
 
 def pause(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """``pending | sending -> paused``: no new recipient is taken (rows being sent finish)."""
-    return _move(session, campaign, (S.PENDING, S.SENDING), S.PAUSED, "paused", now)
+    """``pending | sending -> paused``: no new recipient is taken; workers stop after their SMTP
+    round in flight and give the rest of their rows back."""
+    moved = _move(session, campaign, (S.PENDING, S.SENDING), S.PAUSED, "paused", now)
+    log.info("campaign.paused", campaign_id=campaign.id)
+    return moved
 
 
 def resume(session: Session, campaign: Campaign, now: datetime) -> Campaign:
-    """``paused -> sending`` (``pending`` when it was paused before its dispatch). ``progress_at``
-    is set far back so reconcile re-enqueues the open rows on its next pass."""
+    """``paused -> sending`` (``pending`` when it was paused before its dispatch), the brake's
+    ``error`` cleared and the send-error count started again. The caller re-enqueues the open rows;
+    ``progress_at`` is set far back so reconcile does too, should that message be lost."""
     target = S.SENDING if campaign.dispatched_at is not None else S.PENDING
-    return _move(session, campaign, (S.PAUSED,), target, "resumed", now,
-                 progress_at=EPOCH.replace(tzinfo=now.tzinfo))
+    moved = _move(session, campaign, (S.PAUSED,), target, "resumed", now,
+                  progress_at=EPOCH.replace(tzinfo=now.tzinfo), error=None, resumed_at=now)
+    log.info("campaign.resumed", campaign_id=campaign.id, status=moved.status)
+    return moved
+
+
+def brake(session: Session, campaign_id: str, error: str, now: datetime) -> bool:
+    """``sending -> paused`` with ``error``: a fault of the whole campaign, not of one recipient.
+    True for the one caller that moved it (workers hitting the same fault race; one wins)."""
+    moved = session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == S.SENDING)
+        .values(status=S.PAUSED, error=error, updated_at=now)
+    ).rowcount == 1
+    if moved:
+        log.error("campaign.braked", campaign_id=campaign_id, error=error)
+    return moved
+
+
+def failed_since_start(session: Session, campaign: Campaign, limit: int) -> int:
+    """How many recipients failed since the campaign was dispatched or last resumed (counted up to
+    ``limit``: enough to tell whether ``MAX_SEND_ERRORS`` is reached)."""
+    since = campaign.resumed_at or campaign.dispatched_at or EPOCH
+    rows = (select(Recipient.id).where(Recipient.campaign_id == campaign.id, Recipient.status == R.FAILED,
+                                       Recipient.updated_at >= since).limit(limit).subquery())
+    return session.scalar(select(func.count()).select_from(rows)) or 0
 
 
 def cancel(session: Session, campaign: Campaign, now: datetime) -> Campaign:
@@ -134,6 +166,7 @@ def cancel(session: Session, campaign: Campaign, now: datetime) -> Campaign:
         session.execute(update(Campaign).where(Campaign.id == campaign.id)
                         .values(skipped=Campaign.skipped + skipped))
         session.refresh(campaign)
+    log.info("campaign.cancelled", campaign_id=campaign.id, skipped=skipped)
     return campaign
 
 

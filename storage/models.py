@@ -179,6 +179,8 @@ class Campaign(Base):
     archive_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When finalise closed it: completed or failed, or cancelled and settled (see storage.lifecycle.finalise).
     finalised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When `resume` last ran: MAX_SEND_ERRORS counts the recipients failed since (or since dispatch).
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

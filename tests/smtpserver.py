@@ -7,10 +7,15 @@ answers scripted recipients with chosen replies or a dropped connection.
         assert server.delivered_to("bob@example.com")
 
 or use the `smtp_server` fixture (import it into the test module).
+
+Relays at fault: ClosingRelay (421 to the end of DATA, then a close), RawSmtpServer (any reply to
+any command, greeting included), HangUpListener (closes before the greeting), free_port().
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -171,3 +176,222 @@ def smtp_server() -> Iterator[SmtpTestServer]:
     """A started SmtpTestServer without AUTH, stopped after the test."""
     with SmtpTestServer() as server:
         yield server
+
+
+# -- servers that misbehave the way real relays do ---------------------------------------------
+
+class ClosingRelay(SmtpTestServer):
+    """A relay that answers `421` to the end of DATA for the first `refuse` messages of the run and
+    closes that connection `close_after` seconds later (RFC 5321 3.8: 421 announces the close; the
+    few milliseconds are the relay finishing its work). Every other message is accepted and recorded.
+
+    Until the close the connection still works: a client that goes on sending over it can have a
+    message queued whose 250 never arrives (the close drops the reply), so it retries a message
+    that was delivered: a duplicate."""
+
+    def __init__(self, refuse: int, close_after: float = 0.02) -> None:
+        super().__init__()
+        self.refuse, self.close_after = refuse, close_after
+        self.refused = 0  # 421s answered so far
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        with self._lock:
+            closing = self.refused < self.refuse
+            self.refused += closing
+        if closing:
+            transport = server.transport
+            server.loop.call_later(self.close_after, transport.close)
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        return await super().handle_DATA(server, session, envelope)
+
+
+class RawSmtpServer:
+    """A small SMTP server on asyncio streams for replies aiosmtpd cannot give: any reply to any
+    command, the greeting and the DATA command included (`reply("DATA", "421 ...")`). A 421 reply
+    closes the connection `close_after` seconds later, as RFC 5321 3.8 says, the session going on
+    until then. Counts connections, records the commands and the messages it accepts.
+
+    With `auth=True` it offers AUTH PLAIN LOGIN and refuses every login (535) unless told otherwise.
+    """
+
+    COMMANDS = ("GREETING", "EHLO", "HELO", "AUTH", "MAIL", "RCPT", "DATA", "END", "RSET", "NOOP")
+
+    def __init__(self, *, auth: bool = False, close_after: float = 0.02, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.auth, self.close_after = auth, close_after
+        self.connections = 0
+        self.commands: list[str] = []
+        self.messages: list[Received] = []
+        self._replies: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def reply(self, command: str, reply: str, times: int = 1) -> None:
+        """Answer the next `times` `command`s (one of COMMANDS; END is the end of the data) with
+        `reply` (several lines joined with CRLF) instead of the usual one. Replies queue up."""
+        assert command in self.COMMANDS, command
+        with self._lock:
+            self._replies.setdefault(command, []).extend([reply] * times)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def _reply_for(self, command: str, default: str) -> str:
+        with self._lock:
+            self.commands.append(command)
+            queued = self._replies.get(command)
+            return queued.pop(0) if queued else default
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
+        self._writers.add(writer)
+        closing = False
+
+        def say(text: str) -> bool:
+            nonlocal closing
+            writer.write(text.encode() + b"\r\n")
+            if text.startswith("421") and not closing:
+                closing = True
+                asyncio.get_running_loop().call_later(self.close_after, writer.close)
+            return text.startswith(("2", "3"))
+
+        def address(arg: str) -> str:
+            return arg.partition("<")[2].partition(">")[0]
+
+        try:
+            if not say(self._reply_for("GREETING", "220 raw.test ESMTP")):
+                return
+            mail_from, rcpts = "", []
+            while line := await reader.readline():
+                command, _, arg = line.decode("utf-8", "replace").strip().partition(" ")
+                command = command.upper()
+                if command == "EHLO":
+                    say(self._reply_for("EHLO", "\r\n".join(
+                        ["250-raw.test", "250-8BITMIME", "250-SMTPUTF8"]
+                        + (["250-AUTH PLAIN LOGIN"] if self.auth else []) + ["250 PIPELINING"])))
+                elif command == "HELO":
+                    say(self._reply_for("HELO", "250 raw.test"))
+                elif command == "AUTH":
+                    say(self._reply_for("AUTH", "535 5.7.8 Authentication credentials invalid"))
+                elif command == "MAIL":
+                    if say(self._reply_for("MAIL", "250 OK")):
+                        mail_from, rcpts = address(arg), []
+                elif command == "RCPT":
+                    if say(self._reply_for("RCPT", "250 OK")):
+                        rcpts.append(address(arg))
+                elif command == "DATA":
+                    if not say(self._reply_for("DATA", "354 End data with <CR><LF>.<CR><LF>")):
+                        continue
+                    data = b""
+                    while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                        data += chunk[1:] if chunk.startswith(b".") else chunk
+                    if say(self._reply_for("END", "250 OK queued")):
+                        with self._lock:
+                            self.messages.append(Received(mail_from, tuple(rcpts), data))
+                    mail_from, rcpts = "", []
+                elif command == "RSET":
+                    say(self._reply_for("RSET", "250 OK"))
+                    mail_from, rcpts = "", []
+                elif command == "NOOP":
+                    say(self._reply_for("NOOP", "250 OK"))
+                elif command == "QUIT":
+                    say("221 Bye")
+                    break
+                else:
+                    say(f"500 unknown command {command}")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def start(self) -> RawSmtpServer:
+        """Listen in a background thread: on a free port, or on the same port again after stop()."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raw-smtp", daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, self.host, self.port), self._loop).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop open connections."""
+        if self._loop is None:
+            return
+        loop, server = self._loop, self._server
+
+        async def shut() -> None:
+            server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._server = None
+
+    def __enter__(self) -> RawSmtpServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class HangUpListener:
+    """A TCP port that accepts connections and closes them at once, before any greeting (a relay
+    that is starting, or a firewall's reject): counts the accepted connections."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.connections = 0
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> HangUpListener:
+        self._sock = socket.create_server((self.host, self.port), reuse_port=False)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._accept, name="hang-up", daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            self.connections += 1
+            conn.close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join(timeout=10)
+            self._sock.close()
+            self._thread = self._sock = None
+
+    def __enter__(self) -> HangUpListener:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on (bound, then released): connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -11,10 +11,13 @@ import pytest
 
 from tests.smtpserver import DROP, SmtpTestServer
 from worker.channels.smtp import (
+    CampaignWideSmtpError,
     OutgoingMail,
     PermanentSmtpError,
+    RelayUnreachable,
     SendResult,
     SmtpConfig,
+    SmtpLoginRefused,
     SmtpPool,
     SmtpSender,
     TransientSmtpError,
@@ -146,7 +149,7 @@ def test_pool_classifies_4xx_as_transient_and_keeps_working(smtp_server):
     assert len(smtp_server.delivered_to("busy@example.com")) == 1
 
 
-def test_connection_refused_is_transient():
+def test_connection_refused_is_relay_unreachable_naming_smtp_url():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -155,8 +158,11 @@ def test_connection_refused_is_transient():
         pool = SmtpPool(SmtpConfig.from_url(f"smtp://127.0.0.1:{port}?timeout=5"), size=1)
         await pool.send("b@acme.example", ["a@example.com"], mail("a@example.com"))
 
-    with pytest.raises(TransientSmtpError, match="cannot connect"):
+    with pytest.raises(RelayUnreachable) as info:
         run(send())
+    assert str(info.value) == (f"the SMTP server at smtp://127.0.0.1:{port} cannot be reached (connection refused): "
+                               "check that it runs and SMTP_URL points at it")
+    assert isinstance(info.value, CampaignWideSmtpError) and not isinstance(info.value, TransientSmtpError)
 
 
 def test_connection_closed_by_a_restarted_server_is_replaced_without_error(smtp_server):
@@ -254,13 +260,18 @@ def test_auth_credentials_from_the_url_reach_the_server():
         assert server.logins and set(server.logins) == {(user, password)}
 
 
-def test_wrong_password_is_transient_and_sends_nothing():
+def test_wrong_password_is_a_refused_login_not_retried_and_sends_nothing():
     with SmtpTestServer(credentials=("mailer", "right")) as server:
-        url = f"smtp://mailer:wrong@{server.host}:{server.port}"
-        with SmtpSender(SmtpConfig.from_url(url), retry_delays=()) as sender:
+        url = f"smtp://mailer:wrong-secret@{server.host}:{server.port}"
+        with SmtpSender(SmtpConfig.from_url(url), retry_delays=FAST_RETRY) as sender:
             (outcome,) = sender.send_many([outgoing("r@example.com")])
-        assert isinstance(outcome, TransientSmtpError) and "authentication failed" in str(outcome)
-        assert server.messages == []
+        assert isinstance(outcome, SmtpLoginRefused) and not isinstance(outcome, TransientSmtpError)
+        assert str(outcome) == (f"the SMTP server at smtp://mailer:***@{server.host}:{server.port} refused our login "
+                                "(535 5.7.8 Authentication credentials invalid): check the user name and password "
+                                "in SMTP_URL")
+        assert outcome.code == 535 and "wrong-secret" not in str(outcome)
+        assert server.messages == [] and set(server.logins) == {("mailer", "wrong-secret")}
+        assert server.connections == 1  # aiosmtplib tries PLAIN then LOGIN on it: no more connections
 
 
 def test_sender_is_safe_to_share_between_threads(smtp_server):

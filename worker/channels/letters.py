@@ -18,9 +18,10 @@ import zipfile
 
 from renderers.errors import RenderError
 from renderers.pdf import render_each
+from storage.ledger import Claimed
 from storage.objectstore import ObjectStore, make_key
 from worker.channels.campaign_runtime import CampaignRuntime
-from worker.channels.outcomes import Outcomes, Ready
+from worker.channels.outcomes import Outcomes, Ready, Rounds
 
 
 def parts_folder(campaign_id: str) -> str:
@@ -52,10 +53,14 @@ def pack_part(pdfs: list[tuple[int, bytes]]) -> bytes:
 _RENDERING = threading.Lock()
 
 
-def render_letters(store: ObjectStore, runtime: CampaignRuntime, ready: list[Ready], outcomes: Outcomes) -> None:
-    """Render each recipient's letter (laid out in batches), store the PDFs as one part, archive the HTML."""
+def render_letters(store: ObjectStore, runtime: CampaignRuntime, ready: list[Ready], rounds: Rounds) -> list[Claimed]:
+    """Render each recipient's letter (laid out in batches), store the PDFs as one part, archive the
+    HTML: the batch is one round. Returns the rows not attempted (the campaign stopped meanwhile)."""
+    outcomes = Outcomes()
     rendered: list[tuple[Ready, str]] = []
     with _RENDERING:
+        if not rounds.still_sending():  # paused or cancelled while this batch waited for its turn
+            return [item.row for item in ready]
         for item in ready:
             try:
                 rendered.append((item, runtime.render(item.contact, item.user).html))
@@ -69,13 +74,14 @@ def render_letters(store: ObjectStore, runtime: CampaignRuntime, ready: list[Rea
             outcomes.failed.append((item.row.id, str(pdf)))  # "letter: the PDF could not be laid out: ..."
         else:
             done.append((item, markup, pdf))
-    if not done:
-        return
-    key = part_key(runtime.campaign_id, done[0][0].row.id)
-    try:
-        store.put_bytes(key, pack_part([(item.row.id, pdf) for item, _, pdf in done]), "application/zip")
-    except Exception as exc:  # noqa: BLE001 - storage unreachable: try these recipients again later
-        outcomes.transient.extend((item.row, f"storage: {exc}") for item, _, _ in done)
-        return
-    outcomes.artifact_key = key
-    outcomes.sent.extend((item.row.id, item.contact.id, markup) for item, markup, _ in done)
+    if done:
+        key = part_key(runtime.campaign_id, done[0][0].row.id)
+        try:
+            store.put_bytes(key, pack_part([(item.row.id, pdf) for item, _, pdf in done]), "application/zip")
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: try these recipients again later
+            outcomes.transient.extend((item.row, f"storage: {exc}") for item, _, _ in done)
+        else:
+            outcomes.artifact_key = key
+            outcomes.sent.extend((item.row.id, item.contact.id, markup) for item, markup, _ in done)
+    rounds.record(outcomes)
+    return []

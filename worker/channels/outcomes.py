@@ -1,8 +1,9 @@
-"""What a delivery batch produced, per claimed ledger row."""
+"""What a delivery round produced, per claimed ledger row, and how a channel hands rounds over."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from storage.ledger import Claimed
 from storage.models import Contact, User
@@ -10,13 +11,16 @@ from storage.models import Contact, User
 
 @dataclass
 class Outcomes:
-    """What happened to each claimed row of a batch."""
+    """What happened to each claimed row of a round."""
 
-    sent: list[tuple[int, str, str]] = field(default_factory=list)  # (row id, contact id, content)
+    sent: list[tuple[int, str, str | None]] = field(default_factory=list)  # (row id, contact id, content)
     failed: list[tuple[int, str]] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     transient: list[tuple[Claimed, str]] = field(default_factory=list)
     artifact_key: str | None = None  # where the sent rows' artifacts are stored (letters: their PDFs)
+
+    def __bool__(self) -> bool:
+        return bool(self.sent or self.failed or self.skipped or self.transient)
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,27 @@ class Ready:
     row: Claimed
     contact: Contact
     user: User | None
+
+
+class Rounds(Protocol):
+    """Where a channel hands each round's outcomes as soon as the round is over (the pipeline
+    writes them to the ledger), so a crash can repeat only what was on the wire."""
+
+    size: int  # how many recipients a round sends at most
+
+    def record(self, outcomes: Outcomes) -> bool:
+        """Write the round's outcomes; False when the campaign stopped taking recipients (paused,
+        cancelled): then the channel stops and returns the rows it did not attempt."""
+
+    def still_sending(self) -> bool:
+        """Whether the campaign still takes recipients (asked before work that waited its turn)."""
+
+
+class CampaignFault(Exception):
+    """A fault of the whole campaign, not of one recipient (the relay refuses our login, a template
+    no longer renders...): the campaign is paused with this sentence. ``rest`` are the rows of the
+    batch not attempted; the rounds before were recorded."""
+
+    def __init__(self, sentence: str, rest: list[Claimed]) -> None:
+        super().__init__(sentence)
+        self.rest = rest

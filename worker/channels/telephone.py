@@ -6,10 +6,12 @@ so crashes and duplicate messages cannot skew who gets which call.
 
 from __future__ import annotations
 
+from storage.ledger import Claimed
 from worker.channels.campaign_runtime import CampaignRuntime
-from worker.channels.outcomes import Outcomes, Ready
+from worker.channels.outcomes import Outcomes, Ready, Rounds
 
 
-def create_tasks(runtime: CampaignRuntime, ready: list[Ready], outcomes: Outcomes) -> None:
+def create_tasks(runtime: CampaignRuntime, ready: list[Ready], rounds: Rounds) -> list[Claimed]:
     """Record each recipient that passed the re-check as delivered (no content is sent)."""
-    outcomes.sent += [(item.row.id, item.contact.id, None) for item in ready]
+    rounds.record(Outcomes(sent=[(item.row.id, item.contact.id, None) for item in ready]))
+    return []

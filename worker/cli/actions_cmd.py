@@ -13,6 +13,7 @@ from storage.timefmt import now as utcnow
 from worker.pipeline import side_jobs
 from worker.pipeline.app import App
 from worker.pipeline.campaign_service import campaign_problems
+from worker.pipeline.dispatcher import InlineDispatcher
 from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaigns_group, emit_campaign
 from worker.cli.output import emit, read_json_file
 
@@ -32,20 +33,23 @@ def send(app: App, campaign_id: str) -> None:
     emit_campaign(app, campaign_id)
 
 
-def _transition(name: str, action, help_text: str) -> click.Command:
+def _transition(name: str, action, help_text: str, then=None) -> click.Command:
     @click.argument("campaign_id")
     @click.pass_obj
     def command(app: App, campaign_id: str) -> None:
         with app.sessions.begin() as session:
-            action(session, repo.get_campaign(session, campaign_id, for_update=True), utcnow())
+            campaign = action(session, repo.get_campaign(session, campaign_id, for_update=True), utcnow())
+        if then is not None:
+            then(app, campaign.id)
         emit_campaign(app, campaign_id)
 
     command.__doc__ = help_text
     return campaigns_group.command(name)(command)
 
 
-_transition("pause", lifecycle.pause, "Stop taking new recipients (those being sent finish).")
-_transition("resume", lifecycle.resume, "Go on after a pause.")
+_transition("pause", lifecycle.pause, "Stop taking new recipients (each worker thread finishes its SMTP round).")
+_transition("resume", lifecycle.resume, "Go on after a pause (or a brake), with the recipients not sent yet.",
+            then=lambda app, campaign_id: app.dispatcher.resume(campaign_id))
 _transition("cancel", lifecycle.cancel, "Stop for good; recipients not yet taken are skipped (reason: cancelled).")
 
 
@@ -55,7 +59,10 @@ _transition("cancel", lifecycle.cancel, "Stop for good; recipients not yet taken
 @click.option("--user", "user_id", type=int, default=None, help="The sender user for --payload.")
 @click.pass_obj
 def test_email(app: App, args: tuple[str, ...], payload: str | None, user_id: int | None) -> None:
-    """Queue a test send: `test-email ID EMAIL` or `test-email --payload FILE EMAIL`."""
+    """Queue a test send: `test-email ID EMAIL` or `test-email --payload FILE EMAIL`.
+
+    With BROKER_URL=memory:// it is sent in the command; with no SMTP_URL too, it is captured in the
+    local Maildir var/mail, as `run` captures mail."""
     expected = 1 if payload else 2
     if len(args) != expected:
         usage = "test-email --payload FILE EMAIL" if payload else "test-email ID EMAIL"
@@ -70,7 +77,14 @@ def test_email(app: App, args: tuple[str, ...], payload: str | None, user_id: in
             repo.get_campaign(session, campaign_id)
         else:
             side_jobs.campaign_from_payload(session, body, user_id)
-    app.dispatcher.test_email(email, campaign_id=campaign_id, payload=body, user_id=user_id)
+    dispatcher = app.dispatcher
+    if isinstance(dispatcher, InlineDispatcher) and not app.smtp_configured:
+        # Sent in this command with no SMTP server set: captured locally, as `run` and `demo` do.
+        with side_jobs.capturing_mail(app) as maildir:
+            dispatcher.test_email(email, campaign_id=campaign_id, payload=body, user_id=user_id)
+        click.echo(f"no SMTP_URL: test email captured in {maildir}", err=True)
+    else:
+        dispatcher.test_email(email, campaign_id=campaign_id, payload=body, user_id=user_id)
     emit({"email": email})
 
 
@@ -78,7 +92,8 @@ def test_email(app: App, args: tuple[str, ...], payload: str | None, user_id: in
 @click.argument("campaign_id")
 @click.pass_obj
 def preview(app: App, campaign_id: str) -> None:
-    """Render and store a preview; print a download URL valid for 300 s."""
+    """Render and store a preview; print a download URL valid for 300 s (email: HTML, letter: PDF,
+    telephone: an HTML page of its first recipient and its task)."""
     emit(side_jobs.build_preview(app, campaign_id))
 
 

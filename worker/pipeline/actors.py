@@ -11,6 +11,7 @@ import dramatiq
 import structlog
 
 from scheduler.jobs import Enqueue
+from storage.errors import Conflict, NotFound, ValidationFailed
 from storage.ledger import Batch
 from worker.pipeline import archive, delivery, exports, fanout, finishing, side_jobs
 from worker.pipeline.app import App
@@ -77,8 +78,11 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     def export_recipients(campaign_id: str, export_id: str) -> None:
         exports.run_export(app, campaign_id, export_id)
 
-    # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe.
-    options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000}
+    # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe. What
+    # retrying cannot fix (an unknown campaign, invalid input, a state that forbids the action) ends
+    # the message at once: `throws`. Faults of a whole campaign while it sends are brakes, not errors.
+    options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000,
+               "throws": (NotFound, ValidationFailed, Conflict)}
     actors = Actors(
         broker=broker,
         dispatch_campaign=dramatiq.actor(dispatch_campaign, broker=broker, queue_name=CAMPAIGNS_QUEUE,

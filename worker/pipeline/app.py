@@ -19,7 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.db import make_engine, make_sessionmaker
 from storage.objectstore import ObjectStore, open_store
 from worker.channels.campaign_runtime import RuntimeCache
+from worker.channels.rate import send_rate
 from worker.channels.smtp import SmtpConfig, SmtpSender
+from worker.pipeline.leases import Leases
+from worker.pipeline.recorder import OutcomeWriter
 from worker.runtime.broker import is_memory, make_broker
 from worker.runtime.settings import Settings
 
@@ -40,6 +43,7 @@ class App:
     settings: Settings
     smtp_url: str | None = None
     consuming: bool = False
+    threads: int = 1  # worker threads of this process (running_worker sets it)
     _closers: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _smtp: SmtpSender | None = None
@@ -57,6 +61,31 @@ class App:
     @cached_property
     def runtimes(self) -> RuntimeCache:
         return RuntimeCache()
+
+    @cached_property
+    def leases(self) -> Leases:
+        """The heartbeat renewing the rows this process holds, every third of the lease."""
+        leases = Leases(self.sessions, every=self.settings.lease_seconds / 3)
+        self._closers.append(leases.close)
+        return leases
+
+    @cached_property
+    def recorder(self) -> OutcomeWriter:
+        """Writes rounds' outcomes, group-committed, retrying through a database outage of up to
+        two minutes: what was sent must be recorded, or it would be sent again."""
+        return OutcomeWriter(self.sessions, retry_for=120.0)
+
+    @cached_property
+    def send_rate(self):
+        """SEND_RATE: one budget of emails per second for every worker (kept in Redis)."""
+        return send_rate(self.settings.broker_url, self.settings.send_rate)
+
+    @property
+    def round_size(self) -> int:
+        """Recipients per SMTP round of one thread: the process's threads together have at most one
+        message per pooled connection sent and not yet recorded (with no more threads than
+        connections), so a crash repeats at most SMTP_POOL_SIZE messages."""
+        return max(1, self.settings.smtp_pool_size // max(1, self.threads))
 
     @cached_property
     def broker(self) -> dramatiq.Broker:
@@ -78,7 +107,7 @@ class App:
         from worker.pipeline.dispatcher import InlineDispatcher, QueuedDispatcher
 
         if self.consuming or not is_memory(self.settings.broker_url):
-            return QueuedDispatcher(self.actors)
+            return QueuedDispatcher(self, self.actors)
         return InlineDispatcher(self)
 
     @property

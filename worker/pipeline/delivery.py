@@ -1,8 +1,11 @@
 """Delivery: one message = one id range of the ledger; claim, re-check, render, send, record.
 
 The ledger rows move ``pending -> sending -> sent | failed | skipped`` by conditional updates,
-written per batch; the content sent is archived as a campaign message in the same transaction
-that marks the row sent.
+written after every round of sends (``recorder``), the content sent archived as a campaign message
+in the same transaction that marks the row sent. Between rounds the worker looks at the campaign:
+paused or cancelled, it stops and gives back the rows it did not attempt. A fault of the whole
+campaign (its templates or sending domain no longer work, the relay refuses our login or stays
+unreachable, ``MAX_SEND_ERRORS`` failures) pauses it once with a sentence saying what to fix.
 """
 
 from __future__ import annotations
@@ -10,35 +13,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-
-import structlog
 from functools import partial
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.db import dialect_insert
-from storage.ledger import Batch, claim, finish, release, touch_progress
-from storage.models import Campaign, CampaignMessage, Contact, User
-from storage.statuses import CampaignStatus, RecipientStatus
+from renderers.errors import RenderError
+from storage import lifecycle
+from storage.errors import ValidationFailed
+from storage.ledger import Batch, Claimed, claim, release, skip_pending, touch_progress
+from storage.models import Campaign, Contact, User
+from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
+from worker.channels.addressing import NoSendingDomain
 from worker.channels.campaign_runtime import CampaignRuntime
 from worker.channels.email import send_emails
 from worker.channels.letters import render_letters
-from worker.channels.outcomes import Outcomes, Ready
+from worker.channels.outcomes import CampaignFault, Outcomes, Ready, Rounds
 from worker.channels.telephone import create_tasks
 from worker.pipeline.app import App
 
 log = structlog.get_logger()
 
 Retry = Callable[[Batch, int], None]  # (batch, delay in ms)
-Channel = Callable[[CampaignRuntime, list[Ready], Outcomes], None]
+Channel = Callable[[CampaignRuntime, list[Ready], Rounds], list[Claimed]]
+
+# What building a campaign's runtime raises when the campaign as a whole cannot be sent any more.
+CAMPAIGN_FAULTS = (NoSendingDomain, RenderError, ValidationFailed)
 
 
 def channel_for(app: App, campaign_type: str) -> Channel:
     """What a campaign type does with the recipients that passed the re-check, handed what it needs."""
     if campaign_type == "email":
-        return partial(send_emails, app.smtp, send_seconds=app.settings.lease_seconds / 2)
+        return partial(send_emails, app.smtp, rate=app.send_rate)
     if campaign_type == "letter":
         return partial(render_letters, app.store)
     return create_tasks
@@ -51,15 +59,67 @@ def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Contact]
     return contacts, users
 
 
-def _archive(session: Session, campaign_id: str, sent: list[tuple[int, str, str]]) -> None:
-    if not sent:
-        return
-    now = utcnow()
-    rows = [{"campaign_id": campaign_id, "contact_id": contact_id, "content": content, "created_at": now,
-             "updated_at": now} for _, contact_id, content in sent if content is not None]
-    if not rows:  # telephone: nothing was sent as content
-        return
-    session.execute(dialect_insert(session, CampaignMessage).on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), rows)
+def _fault_sentence(exc: Exception) -> str:
+    if isinstance(exc, ValidationFailed):
+        return "; ".join(f"{field}: {'; '.join(reasons)}" for field, reasons in exc.errors.items())
+    return str(exc)
+
+
+def brake(app: App, campaign_id: str, problem: str) -> bool:
+    """Pause the campaign for a fault of its own, with a sentence saying what to fix and how to go on."""
+    error = (f"Paused: {problem}. Fix this, then `campaign-dispatch campaigns resume {campaign_id}`: "
+             "it goes on with the recipients not sent yet.")
+    with app.sessions.begin() as session:
+        return lifecycle.brake(session, campaign_id, error, utcnow())
+
+
+class BatchRounds:
+    """One batch's rounds: each written as soon as it is over; tells the channel whether to go on."""
+
+    def __init__(self, app: App, batch: Batch) -> None:
+        self.app, self.batch = app, batch
+        self.size = app.round_size
+        self.recorded = self.sent = self.failed = self.skipped = 0
+        self.again: list[tuple[Claimed, str]] = []
+        self.status: str = CampaignStatus.SENDING
+        self.held: set[int] = set()
+
+    def record(self, outcomes: Outcomes) -> bool:
+        if outcomes:
+            written = self.app.recorder.write(self.batch.campaign_id, outcomes,
+                                              max_attempts=self.app.settings.max_attempts)
+            self.recorded += written.done
+            self.sent += len(outcomes.sent)
+            self.skipped += len(outcomes.skipped)
+            self.failed += len(outcomes.failed) + len(outcomes.transient) - len(written.again)
+            self.again += written.again
+            self.status = written.status or CampaignStatus.CANCELLED  # a deleted campaign takes nobody
+            self.held.difference_update(row_id for row_id, *_ in outcomes.sent)
+            self.held.difference_update(row_id for row_id, _ in outcomes.failed + outcomes.skipped)
+            self.held.difference_update(row.id for row, _ in outcomes.transient)
+            if written.done:  # its own short transaction: the campaign row is shared
+                with self.app.sessions.begin() as session:
+                    touch_progress(session, self.batch.campaign_id, utcnow(), timedelta(seconds=1))
+        return self.status == CampaignStatus.SENDING
+
+    def still_sending(self) -> bool:
+        with self.app.sessions() as session:
+            self.status = session.scalar(select(Campaign.status).where(Campaign.id == self.batch.campaign_id)) \
+                or CampaignStatus.CANCELLED
+        return self.status == CampaignStatus.SENDING
+
+    def give_back(self, rows: list[Claimed]) -> None:
+        """Rows claimed but not attempted: skipped when the campaign was cancelled, else pending again
+        (the claim not counted as an attempt)."""
+        if not rows:
+            return
+        ids = [row.id for row in rows]
+        with self.app.sessions.begin() as session:
+            if self.status == CampaignStatus.CANCELLED:
+                skip_pending(session, self.batch.campaign_id, "cancelled", utcnow(), ids=ids)
+            else:
+                release(session, ids, utcnow(), attempted=False)
+        log.info("deliver.stopped", status=self.status, given_back=len(rows))
 
 
 def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
@@ -69,57 +129,69 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
     campaign may have nothing left open.
     """
     structlog.contextvars.bind_contextvars(campaign_id=batch.campaign_id)
+    fault: Exception | None = None
+    claimed: list[Claimed] = []
     with app.sessions.begin() as session:
         campaign = session.get(Campaign, batch.campaign_id)
         if campaign is None or campaign.status != CampaignStatus.SENDING:
-            log.info("deliver.skipped", status=getattr(campaign, "status", None))
+            log.debug("deliver.skipped", status=getattr(campaign, "status", None))
             return False
-        claimed = claim(session, batch, utcnow())
-        runtime = app.runtimes.get(session, campaign, app.settings.campaign_domain_suffix)
+        try:  # before claiming: a campaign that cannot be sent any more takes no recipient
+            runtime = app.runtimes.get(session, campaign, app.settings.campaign_domain_suffix)
+        except CAMPAIGN_FAULTS as exc:
+            fault = exc
+        else:
+            claimed = claim(session, batch, utcnow())
+    if fault is not None:
+        brake(app, batch.campaign_id, _fault_sentence(fault))
+        return False
     if not claimed:
         return False
-    with app.sessions() as session:
-        contacts, users = _load_contacts(session, [c.contact_id for c in claimed])
-
-    outcomes = Outcomes()
-    ready: list[Ready] = []
-    for row in claimed:
-        contact = contacts.get(row.contact_id)
-        reason = runtime.recheck(contact)
-        if reason:
-            outcomes.skipped.append((row.id, reason))
+    rounds = BatchRounds(app, batch)
+    with app.leases.holding(row.id for row in claimed) as held:
+        rounds.held = held
+        started = time.monotonic()
+        with app.sessions() as session:
+            contacts, users = _load_contacts(session, [c.contact_id for c in claimed])
+        skipped, ready = Outcomes(), []
+        for row in claimed:
+            contact = contacts.get(row.contact_id)
+            reason = runtime.recheck(contact)
+            if reason:
+                skipped.skipped.append((row.id, reason))
+            else:
+                ready.append(Ready(row, contact, users.get(contact.user_id)))
+        rest: list[Claimed] = []
+        if rounds.record(skipped):  # False: the campaign stopped meanwhile
+            try:
+                rest = channel_for(app, runtime.campaign_type)(runtime, ready, rounds)
+            except CampaignFault as exc:
+                brake(app, batch.campaign_id, str(exc))
+                rounds.status, rest = CampaignStatus.PAUSED, exc.rest
         else:
-            ready.append(Ready(row, contact, users.get(contact.user_id)))
-    started = time.monotonic()
-    channel_for(app, runtime.campaign_type)(runtime, ready, outcomes)
-    recorded = _record(app, batch, outcomes, retry)
-    log.info("deliver.batch", sent=len(outcomes.sent), failed=len(outcomes.failed),
-             skipped=len(outcomes.skipped), retrying=len(outcomes.transient),
-             channel_seconds=round(time.monotonic() - started, 3))
-    return recorded > 0
+            rest = [item.row for item in ready]
+        rounds.give_back(rest)
+    _after(app, batch, rounds, retry)
+    log.info("deliver.batch", sent=rounds.sent, failed=rounds.failed, skipped=rounds.skipped,
+             retrying=len(rounds.again), given_back=len(rest), seconds=round(time.monotonic() - started, 3))
+    return rounds.recorded > 0
 
 
-def _record(app: App, batch: Batch, outcomes: Outcomes, retry: Retry) -> int:
-    """Write the batch's outcomes; the number of rows that reached a final status."""
-    now = utcnow()
-    give_up = [(row.id, f"gave up after {row.attempts} attempts: {reply}")
-               for row, reply in outcomes.transient if row.attempts >= app.settings.max_attempts]
-    again = [(row, reply) for row, reply in outcomes.transient if row.attempts < app.settings.max_attempts]
-    with app.sessions.begin() as session:
-        _archive(session, batch.campaign_id, outcomes.sent)
-        done = finish(session, RecipientStatus.SENT, [(row_id, None) for row_id, _, _ in outcomes.sent], now,
-                      artifact_key=outcomes.artifact_key)
-        done += finish(session, RecipientStatus.FAILED, outcomes.failed + give_up, now)
-        done += finish(session, RecipientStatus.SKIPPED, outcomes.skipped, now)
-        release(session, [row.id for row, _ in again], now, reason=again[0][1] if again else None)
-    if done:
-        with app.sessions.begin() as session:  # its own short transaction: the campaign row is shared
-            touch_progress(session, batch.campaign_id, now, timedelta(seconds=1))
-    if again:
-        attempts = max(row.attempts for row, _ in again)
+def _after(app: App, batch: Batch, rounds: BatchRounds, retry: Retry) -> None:
+    """Retry later what failed for now; brake the campaign when too many recipients failed."""
+    if rounds.again:
+        attempts = max(row.attempts for row, _ in rounds.again)
         delay = min(app.settings.retry_base_seconds * 2 ** (attempts - 1), 3600.0)
-        ids = [row.id for row, _ in again]
+        ids = [row.id for row, _ in rounds.again]
         retry(Batch(batch.campaign_id, min(ids), max(ids)), int(delay * 1000))
-        log.warning("deliver.retry_later", recipients=len(again), delay_seconds=delay, reply=again[0][1])
-    return done
-
+        log.warning("deliver.retry_later", recipients=len(rounds.again), delay_seconds=delay,
+                    reply=rounds.again[0][1])
+    limit = app.settings.max_send_errors
+    if rounds.failed and limit:
+        with app.sessions() as session:
+            campaign = session.get(Campaign, batch.campaign_id)
+            failed = lifecycle.failed_since_start(session, campaign, limit) if campaign else 0
+        if failed >= limit:
+            brake(app, batch.campaign_id, f"{failed} recipients failed since the campaign was started or "
+                  f"last resumed (MAX_SEND_ERRORS={limit}); `campaign-dispatch campaigns recipients "
+                  f"{batch.campaign_id}` shows each one's reason")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from worker.pipeline import exports, side_jobs
+from storage.ledger import open_batches
+from storage.models import Campaign
+from worker.pipeline import exports, fanout, side_jobs
 
 if TYPE_CHECKING:
     from worker.pipeline.actors import Actors
@@ -23,6 +25,9 @@ class Dispatcher(Protocol):
     def dispatch(self, campaign_id: str) -> None:
         """Fan the (due, claimed or pending) campaign out now."""
 
+    def resume(self, campaign_id: str) -> None:
+        """Deliver a resumed campaign's open rows now (not a stall later)."""
+
     def test_email(self, email: str, *, campaign_id: str | None = None, payload: dict | None = None,
                    user_id: int | None = None) -> None:
         """Send a ``[TEST]`` email of a stored campaign or of a create payload."""
@@ -34,11 +39,19 @@ class Dispatcher(Protocol):
 class QueuedDispatcher:
     """Enqueues the actors' messages (README, "Messages for the API")."""
 
-    def __init__(self, actors: Actors) -> None:
-        self._actors = actors
+    def __init__(self, app: App, actors: Actors) -> None:
+        self._app, self._actors = app, actors
 
     def dispatch(self, campaign_id: str) -> None:
         self._actors.enqueue_dispatch(campaign_id)
+
+    def resume(self, campaign_id: str) -> None:
+        with self._app.sessions() as session:
+            campaign = session.get(Campaign, campaign_id)
+            if campaign is None or campaign.dispatched_at is None:  # not fanned out: due as before
+                return
+            batches = open_batches(session, campaign_id, fanout.batch_size(self._app, campaign.type))
+        self._actors.enqueue_batches(batches)
 
     def test_email(self, email: str, *, campaign_id: str | None = None, payload: dict | None = None,
                    user_id: int | None = None) -> None:
@@ -56,6 +69,10 @@ class InlineDispatcher:
 
     def dispatch(self, campaign_id: str) -> None:
         # The campaign is pending and due now: `run`'s scheduler claims it on its next tick.
+        return None
+
+    def resume(self, campaign_id: str) -> None:
+        # Resume set progress_at far back: `run`'s reconcile re-enqueues the open rows on its next tick.
         return None
 
     def test_email(self, email: str, *, campaign_id: str | None = None, payload: dict | None = None,

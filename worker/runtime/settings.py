@@ -26,10 +26,13 @@ class Settings(BaseSettings):
     storage_url: str = Field(default_factory=lambda: "file://" + str(Path("var/objects").resolve()))
     campaign_domain_suffix: str = Field(default="easircampaigns.com")
     scheduler_interval: float = Field(default=5.0, gt=0)
+    send_rate: int = Field(default=0, ge=0)  # emails per second, all workers together; 0 = no limit
+    max_send_errors: int = Field(default=1000, ge=0)  # failed recipients that pause a campaign; 0 = never
     # Operational tuning (not in the contract; documented in the README).
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
     smtp_pool_size: int = Field(default=10, ge=1, le=100)
-    lease_seconds: float = Field(default=120.0, gt=0)
+    # A row `sending` this long without its worker's heartbeat (every third of it) is taken back.
+    lease_seconds: float = Field(default=15.0, gt=0)
     stall_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
     retry_base_seconds: float = Field(default=10.0, gt=0)
