@@ -5,6 +5,10 @@ Templates see ``contact`` (``id``, ``b2c``, ``team_id``, ``status``, ``created_a
 ``account`` (``id``, ``name``), ``user`` (seed user fields)), ``campaign`` (``id``, ``name``),
 ``sender`` (seed user fields), ``unsubscribe_url`` and, in a wrapper template only, ``content``.
 A field without a value renders as ""; a name or attribute outside this vocabulary is an error.
+
+``check_template`` is what create and update run: static checks of the names, then one render of
+the template against ``sample_context`` (the same shape, every field empty) in the same sandbox and
+under the same limits as every recipient's render.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import UndefinedError
+from markupsafe import Markup
 
-from renderers.templating import HTML_ENV
+from renderers.templating import CONTENT, HTML_ENV, SUBJECT, TEXT_ENV, WRAPPER, sandbox_problems
 
 USER_FIELDS: tuple[str, ...] = (
     "id", "first_name", "last_name", "phone_number", "job_title", "email",
@@ -162,6 +167,15 @@ def build_context(
     }
 
 
+def sample_context(fixed_fields: Iterable[str], *, is_wrapper: bool) -> dict[str, Any]:
+    """A context of the shape rendering passes, every value empty: a contact, a campaign and a
+    sender without values, no unsubscribe URL and, for a wrapper template, empty ``content``."""
+    context = build_context({}, {}, None, None, fixed_field_names=fixed_fields)
+    if is_wrapper:
+        context["content"] = Markup("")
+    return context
+
+
 # The vocabulary as a tree: a dict of names, LEAF for a value, OPEN for "any name, then a value".
 LEAF = "leaf"
 OPEN = "open"
@@ -193,13 +207,19 @@ def vocabulary(fixed_fields: Iterable[str], *, is_wrapper: bool) -> dict[str, An
     return names
 
 
-def check_template(source: str, *, fixed_fields: Iterable[str], is_wrapper: bool) -> list[str]:
+def check_template(
+    source: str, *, fixed_fields: Iterable[str], is_wrapper: bool, subject: bool = False
+) -> list[str]:
     """Problems a person must fix before ``source`` can render, e.g.
     ``"line 3: 'contact' has no attribute 'frist_name' (did you mean 'first_name'?)"``.
 
     Finds syntax errors, unknown filters and tests, names outside the vocabulary, unknown
     attributes of known objects (also ``contact["name"]``), private attributes, ``content``
-    outside a wrapper template and attempts to load other templates. An empty list means fine.
+    outside a wrapper template and attempts to load other templates. Then renders the template
+    once against ``sample_context``, in the sandbox rendering uses (the text one for a ``subject``)
+    and under its limits, and reports what the sandbox refuses: private or internal attributes
+    reached at run time, ``range()`` too long, loops too long, output or values too large,
+    rendering too slow, endless recursion, and a line break in a subject. An empty list means fine.
     """
     try:
         ast = HTML_ENV.parse(source)
@@ -213,12 +233,17 @@ def check_template(source: str, *, fixed_fields: Iterable[str], is_wrapper: bool
     checker = _Checker(vocabulary(fixed_fields, is_wrapper=is_wrapper),
                        tracker.undeclared_identifiers)
     checker.visit(ast, in_macro=False)
-    if not checker.problems:
-        try:
-            HTML_ENV.compile(ast)
-        except TemplateSyntaxError as exc:
-            checker.report(exc.lineno, exc.message or str(exc))
-    return checker.problems
+    if checker.problems:
+        return checker.problems
+    env = TEXT_ENV if subject else HTML_ENV
+    part = WRAPPER if is_wrapper else SUBJECT if subject else CONTENT
+    try:
+        code = env.compile(ast, name=part, filename=part)
+    except TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message or exc}"]
+    template = env.template_class.from_code(env, code, env.make_globals(None))
+    return sandbox_problems(template, sample_context(fixed_fields, is_wrapper=is_wrapper),
+                            subject=subject)
 
 
 class _AnyName(dict):  # type: ignore[type-arg]
@@ -291,7 +316,12 @@ class _Checker:
     def check_path(self, name: nodes.Name, keys: list[str | None], *, in_macro: bool) -> None:
         line = name.lineno
         if name.name not in self.undeclared:
-            return  # set, looped over or passed in by the template itself
+            # set, looped over or passed in by the template itself, or a global (range, cycler...)
+            for key in keys:
+                if key is not None and key.startswith("_"):
+                    self.report(line, f"'{key}' is not allowed: names starting with '_' are private")
+                    break
+            return
         if name.name not in self.names:
             if in_macro and name.name in _MACRO_NAMES:
                 return

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -128,7 +128,7 @@ def claim(session: Session, batch: Batch, now: datetime) -> list[Claimed]:
     return sorted((Claimed(*row) for row in result.all()), key=lambda c: c.id)
 
 
-def finish(session: Session, status: R, outcomes: Iterable[tuple[int, str | None]], now: datetime,
+def finish(session: Session | Connection, status: R, outcomes: Iterable[tuple[int, str | None]], now: datetime,
            artifact_key: str | None = None) -> int:
     """Move open rows to a final ``status`` (sent/failed/skipped) with their reasons, and
     ``artifact_key`` (where what was made for them is stored) when given.
@@ -162,7 +162,7 @@ def touch_progress(session: Session, campaign_id: str, now: datetime, every: tim
         .values(progress_at=now))
 
 
-def release(session: Session, ids: list[int], now: datetime, reason: str | None = None, *,
+def release(session: Session | Connection, ids: list[int], now: datetime, reason: str | None = None, *,
             attempted: bool = True) -> int:
     """Return ``sending`` rows to ``pending``: a transient failure (they will be tried again), or,
     with ``attempted=False``, rows never tried (the campaign paused or braked), whose claim then

@@ -34,11 +34,11 @@ class SlowSmtp(SmtpTestServer):
         return await super().handle_DATA(server, session, envelope)
 
 
-def _wait(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+def _wait(predicate, timeout: float = 60.0, what: str = "condition", state=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what} {state()}")
         time.sleep(0.02)
 
 
@@ -91,7 +91,8 @@ def test_pause_bites_within_a_round_and_resume_sends_everyone_once(pg_db, redis_
             with app.sessions.begin() as session:
                 lifecycle.resume(session, session.get(Campaign, campaign_id), now())
             app.dispatcher.resume(campaign_id)  # what `campaigns resume` does: no wait for a stall
-            _wait(lambda: _status(app, campaign_id)[0] in FINAL, what="completion after resume")
+            _wait(lambda: _status(app, campaign_id)[0] in FINAL, what="completion after resume",
+                  state=lambda: (_rows(app, campaign_id), _status(app, campaign_id)))
         counts, ids = _deliveries(server)
     assert _status(app, campaign_id) == ("completed", None)
     assert set(counts) == {f"person{i}@example.com" for i in range(n)} and set(counts.values()) == {1}
@@ -242,7 +243,7 @@ def test_a_database_outage_mid_send_repeats_nothing_that_was_recorded(pg_db, red
     assert _status(checker, campaign_id)[0] == "completed"
     assert len(counts) == n and all(len(v) == 1 for v in ids.values())
     repeats = sum(counts.values()) - n
-    assert repeats <= THREADS * app.round_size, repeats  # only what was on the wire at the fault
+    assert repeats <= app.settings.smtp_pool_size, repeats  # only what was on the wire at the fault
     checker.close()
     app.close()
 
@@ -287,4 +288,23 @@ def test_an_unreachable_relay_brakes_within_its_retry_budget(pg_db, redis_url):
     status, error = _status(app, campaign_id)
     assert "cannot be reached" in error and "SMTP_URL" in error, error
     assert _rows(app, campaign_id) == {"pending": 60}
+    app.close()
+
+
+def test_a_template_that_stops_compiling_mid_send_brakes(pg_db, redis_url):
+    from storage.models import Template
+
+    with SlowSmtp() as server:
+        app = make_app(pg_db, redis_url, server.url, delivery_batch_size=20, smtp_pool_size=4)
+        campaign_id = _campaign(app, 160)
+        with in_process_worker(app, threads=THREADS) as actors:
+            actors.enqueue_dispatch(campaign_id)
+            _wait(lambda: len(server.messages) >= 20, what="the campaign to get going")
+            with app.sessions.begin() as session:  # someone edits the shared template in the CRM
+                session.execute(update(Template).where(Template.id == 2).values(content="<p>{{ content </p>"))
+            _wait(lambda: _status(app, campaign_id)[0] == "paused", timeout=60, what="the brake")
+        status, error = _status(app, campaign_id)
+    assert error.startswith("Paused: ") and "template" in error.lower(), error
+    rows = _rows(app, campaign_id)
+    assert "sending" not in rows and rows.get("failed", 0) == 0  # nobody failed for the campaign's fault
     app.close()

@@ -298,7 +298,8 @@ def test_a_relay_limiting_connections_is_not_a_campaign_fault(probe_delays):
     assert len(server.messages) == 31
     assert server.connections >= 2  # the refused ones: one per probe while down
     if probe_delays == FAST_PROBES:
-        assert server.connections <= 5
+        # the first, one per probe of the schedule at most (however slow the machine), and the last
+        assert server.connections <= 2 + len(FAST_PROBES)
 
 
 @pytest.mark.parametrize("command, reply, expected", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from renderers.errors import RenderError
@@ -16,42 +18,65 @@ log = structlog.get_logger()
 
 def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], rounds: Rounds, *,
                 rate: Limiter | None = None) -> list[Claimed]:
-    """Send in rounds of ``rounds.size``, each recorded before the next starts, so a crash repeats at
-    most the round on the wire, and a pause or cancel stops the batch after its round in flight.
+    """Send in rounds of ``rounds.size``. Each message's outcome is handed over to be written as soon
+    as the relay answered, so a crash repeats at most the messages on the wire; the next round
+    starts once the round's outcomes are written, and not at all when the campaign was paused or
+    cancelled meanwhile.
 
     Returns the rows not attempted because the campaign stopped taking recipients; raises
     CampaignFault when the relay itself refuses (login, unreachable past its retry budget).
     """
     rate = rate or NoLimit()
     for start in range(0, len(ready), rounds.size):
-        part, outcomes = ready[start:start + rounds.size], Outcomes()
+        part = ready[start:start + rounds.size]
+        failed = Outcomes()
         outgoing: list[tuple[Claimed, str, OutgoingMail]] = []
         for item in part:
             try:
                 email = runtime.email(item.contact, item.user)
             except RenderError as exc:
-                outcomes.failed.append((item.row.id, str(exc)))
+                failed.failed.append((item.row.id, str(exc)))
                 log.warning("deliver.render_failed", contact_id=item.row.contact_id, error=str(exc))
                 continue
             outgoing.append((item.row, email.html, OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
-        rate.acquire(len(outgoing))
-        fault: CampaignWideSmtpError | None = None
+        submitted = [rounds.submit(failed)] if failed else []
         untried: list[Claimed] = []
-        for (row, html, _), result in zip(outgoing, smtp.send_many([mail for _, _, mail in outgoing])):
+        faults: list[CampaignWideSmtpError] = []
+
+        def done(index: int, result: object) -> asyncio.Future | None:  # in the SMTP event loop: never block
+            row, html, _ = outgoing[index]
+            outcome = Outcomes()
             if isinstance(result, SendResult):
-                outcomes.sent.append((row.id, row.contact_id, html))
-            elif isinstance(result, CampaignWideSmtpError):
-                fault = fault or result
+                # The connection's slot is held until this is written: at most a pool of messages
+                # are ever accepted by the relay and not yet in the ledger (what a crash repeats).
+                outcome.sent.append((row.id, row.contact_id, html))
+                loop = asyncio.get_running_loop()
+                written = loop.create_future()
+                submitted.append(rounds.submit(outcome, then=lambda: loop.call_soon_threadsafe(_resolve, written)))
+                return written
+            if isinstance(result, CampaignWideSmtpError):
+                faults.append(result)
                 untried.append(row)  # not the recipient's fault: given back, the attempt not counted
-            elif isinstance(result, PermanentSmtpError):
-                outcomes.failed.append((row.id, str(result)))
+                return None
+            if isinstance(result, PermanentSmtpError):
+                outcome.failed.append((row.id, str(result)))
                 log.warning("deliver.rejected", contact_id=row.contact_id, reply=str(result))
             else:
-                outcomes.transient.append((row, str(result)))
-        go_on = rounds.record(outcomes)
+                outcome.transient.append((row, str(result)))
+            submitted.append(rounds.submit(outcome))
+            return None
+
+        rate.acquire(len(outgoing))
+        smtp.send_many([mail for _, _, mail in outgoing], on_done=done)
+        go_on = rounds.settle(submitted)
         rest = untried + [item.row for item in ready[start + rounds.size:]]
-        if fault is not None:
-            raise CampaignFault(str(fault), rest)
+        if faults:
+            raise CampaignFault(str(faults[0]), rest)
         if not go_on:
             return rest
     return []
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

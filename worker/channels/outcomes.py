@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 from storage.ledger import Claimed
@@ -33,14 +34,22 @@ class Ready:
 
 
 class Rounds(Protocol):
-    """Where a channel hands each round's outcomes as soon as the round is over (the pipeline
-    writes them to the ledger), so a crash can repeat only what was on the wire."""
+    """Where a channel hands outcomes as soon as they are known (the pipeline writes them to the
+    ledger), so a crash can repeat only what was on the wire, and learns between rounds whether
+    the campaign still takes recipients."""
 
     size: int  # how many recipients a round sends at most
 
+    def submit(self, outcomes: Outcomes, then: Callable[[], None] | None = None) -> object:
+        """Hand outcomes over to be written; returns at once (callable from the SMTP event loop);
+        ``then()`` is called, from another thread, once they are written."""
+
+    def settle(self, submitted: list) -> bool:
+        """Wait until the submitted outcomes are written; False when the campaign stopped taking
+        recipients (paused, cancelled): then the channel stops and returns the rows it did not attempt."""
+
     def record(self, outcomes: Outcomes) -> bool:
-        """Write the round's outcomes; False when the campaign stopped taking recipients (paused,
-        cancelled): then the channel stops and returns the rows it did not attempt."""
+        """``submit`` and ``settle`` one round's outcomes."""
 
     def still_sending(self) -> bool:
         """Whether the campaign still takes recipients (asked before work that waited its turn)."""

@@ -1,7 +1,8 @@
-"""SMTP delivery: `SMTP_URL` parsing, a pool of reused connections, transient/permanent/campaign-wide errors.
+"""SMTP delivery: a pool of reused connections and the thread-safe sender the worker threads use.
 
 Reusing connections and keeping several in flight is what makes sending fast (DESIGN.md costs:
 one reused connection ~1,361 msg/s, ten ~2,564 msg/s, a new connection per message ~706 msg/s).
+The URL is parsed in ``smtp_config``; outcomes and error classification are in ``smtp_outcomes``.
 """
 
 from __future__ import annotations
@@ -12,246 +13,31 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosmtplib
 
+from worker.channels.smtp_config import SmtpConfig
+from worker.channels.smtp_outcomes import (
+    CampaignWideSmtpError,
+    OutgoingMail,
+    PermanentSmtpError,
+    RelayUnreachable,
+    SendResult,
+    SmtpError,
+    SmtpLoginRefused,
+    TransientSmtpError,
+    _classify,
+    _closing,
+    _reply,
+    _connect_error,
+)
 
-@dataclass(frozen=True)
-class SmtpConfig:
-    """Where and how to connect: `smtp://[user:pass@]host:port[?starttls=true]` or `smtps://…`."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    use_tls: bool = False  # implicit TLS (smtps)
-    start_tls: bool = False
-    timeout: float = 30.0
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpConfig:
-        """Parse an SMTP_URL; a malformed one raises ValueError naming SMTP_URL (never its password)."""
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        if scheme not in ("smtp", "smtps"):
-            raise ValueError(f"SMTP_URL: scheme must be smtp or smtps, not {parts.scheme or 'missing'!r}")
-        if not parts.hostname:
-            raise ValueError("SMTP_URL: a host is required, e.g. smtp://mail.example.com:25")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError("SMTP_URL: port must be a number between 1 and 65535") from None
-        if port == 0:
-            raise ValueError("SMTP_URL: port must be a number between 1 and 65535")
-        if parts.path not in ("", "/") or parts.fragment:
-            raise ValueError("SMTP_URL: must not have a path or fragment")
-        username = unquote(parts.username) if parts.username is not None else None
-        password = unquote(parts.password) if parts.password is not None else None
-        if username is not None and password is None or not username and password:
-            raise ValueError("SMTP_URL: credentials need both a user name and a password (user:pass@)")
-        start_tls, timeout = False, 30.0
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "starttls" and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-                start_tls = value.lower() in ("true", "1", "yes")
-            elif key == "timeout" and _positive_float(value):
-                timeout = float(value)
-            else:
-                raise ValueError(f"SMTP_URL: unsupported option {key}={value!r} (known: starttls=true|false)")
-        if start_tls and scheme == "smtps":
-            raise ValueError("SMTP_URL: starttls does not apply to smtps:// (already TLS)")
-        return cls(
-            host=parts.hostname, port=port or (465 if scheme == "smtps" else 25),
-            username=username or None, password=password if username else None,
-            use_tls=scheme == "smtps", start_tls=start_tls, timeout=timeout,
-        )
-
-    @property
-    def safe_url(self) -> str:
-        """The URL for logs, password hidden."""
-        auth = f"{self.username}:***@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        query = "?starttls=true" if self.start_tls else ""
-        return f"{'smtps' if self.use_tls else 'smtp'}://{auth}{host}:{self.port}{query}"
-
-
-def _positive_float(value: str) -> bool:
-    try:
-        return float(value) > 0
-    except ValueError:
-        return False
-
-
-class SmtpError(Exception):
-    """A message was not accepted. `code` is the SMTP reply code when the server gave one."""
-
-    def __init__(self, reply: str, code: int | None = None, recipient: str | None = None) -> None:
-        super().__init__(reply)
-        self.reply = reply
-        self.code = code
-        self.recipient = recipient
-
-
-class TransientSmtpError(SmtpError):
-    """4xx reply, lost/refused connection or timeout: retry later with backoff."""
-
-
-class PermanentSmtpError(SmtpError):
-    """5xx reply (e.g. "550 no such user"): do not retry; `str(exc)` is the server's reply."""
-
-
-class CampaignWideSmtpError(SmtpError):
-    """The relay or our account is at fault, not the recipient: nothing is gained by retrying
-    message after message. The caller stops the campaign with `str(exc)` as part of an actionable
-    sentence (it names SMTP_URL and what to fix, never the password). `reply` is the server's reply
-    or the network error behind it; `code` the reply code when there was one."""
-
-    def __init__(self, sentence: str, reply: str | None = None, code: int | None = None) -> None:
-        super().__init__(sentence, code)
-        self.reply = reply if reply is not None else sentence
-
-    def again(self) -> CampaignWideSmtpError:
-        """A fresh exception of the same class and text (no traceback) for another send."""
-        return type(self)(str(self), self.reply, self.code)
-
-
-class SmtpLoginRefused(CampaignWideSmtpError):
-    """The server refused our AUTH (535 and friends), or offers no AUTH while SMTP_URL has
-    credentials. Not retried: the same password fails the same way."""
-
-    @classmethod
-    def of(cls, config: SmtpConfig, reply: str, code: int | None = None) -> SmtpLoginRefused:
-        if code is None:  # no AUTH at all, or none we can use
-            return cls(f"the SMTP server at {config.safe_url} does not let us log in ({reply}): remove the "
-                       "user name and password from SMTP_URL, or use starttls=true or smtps:// in SMTP_URL "
-                       "if it offers login over TLS only", reply, code)
-        if "tls" in reply.lower():
-            return cls(f"the SMTP server at {config.safe_url} refused our login ({reply}): use starttls=true "
-                       "or smtps:// in SMTP_URL", reply, code)
-        return cls(f"the SMTP server at {config.safe_url} refused our login ({reply}): check the user name "
-                   "and password in SMTP_URL", reply, code)
-
-
-class RelayUnreachable(CampaignWideSmtpError):
-    """No usable connection to the server: refused, timeout, DNS, TLS handshake, a 421/554
-    greeting, EHLO refused, connection lost before the greeting. Retried by SmtpSender only within
-    the pool's bounded probe schedule (see SmtpPool)."""
-
-    @classmethod
-    def of(cls, config: SmtpConfig, reason: str, code: int | None = None, *,
-           tls: bool = False) -> RelayUnreachable:
-        if tls:
-            return cls(f"the SMTP server at {config.safe_url} cannot be reached ({reason}): check that SMTP_URL's "
-                       "scheme (smtp:// or smtps://) and starttls option match the server", reason, code)
-        if code is not None:
-            return cls(f"the SMTP server at {config.safe_url} refuses our connection ({reason}): check that it "
-                       "accepts mail from this host and SMTP_URL points at it", reason, code)
-        return cls(f"the SMTP server at {config.safe_url} cannot be reached ({reason}): check that it runs "
-                   "and SMTP_URL points at it", reason, code)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The server accepted the message for `accepted`; `refused` maps others to (code, text)."""
-
-    accepted: tuple[str, ...]
-    reply: str
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class OutgoingMail:
-    """One message with its explicit envelope (recipients are never taken from the headers)."""
-
-    envelope_from: str
-    recipients: Sequence[str]
-    message: bytes
-
-
-def _reply(code: int, text: str) -> str:
-    return f"{code} {text}".strip()
-
-
-def _classify(exc: BaseException) -> SmtpError | None:
-    """Map an aiosmtplib/socket error of a mail transaction to a Transient or Permanent SmtpError
-    (None: not SMTP's). Errors while connecting are _connect_error's."""
-    if isinstance(exc, SmtpError):
-        return exc
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        first = exc.recipients[0]
-        kind = PermanentSmtpError if all(r.code >= 500 for r in exc.recipients) else TransientSmtpError
-        return kind(_reply(first.code, first.message), first.code, first.recipient)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        kind = PermanentSmtpError if exc.code >= 500 else TransientSmtpError
-        return kind(_reply(exc.code, exc.message), exc.code, getattr(exc, "recipient", None))
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return PermanentSmtpError(f"not supported by the server: {exc}")
-    if isinstance(exc, (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)):
-        return TransientSmtpError(f"connection error: {exc or type(exc).__name__}")
-    if isinstance(exc, ValueError):  # aiosmtplib's address check: the address can never be sent
-        return PermanentSmtpError(f"invalid address: {exc}")
-    return None
-
-
-def _connect_error(exc: BaseException, config: SmtpConfig) -> CampaignWideSmtpError | None:
-    """Map a failure to open a connection (connect, greeting, EHLO, STARTTLS, AUTH) to
-    SmtpLoginRefused or RelayUnreachable: never the recipient's fault. None: not SMTP's."""
-    if isinstance(exc, CampaignWideSmtpError):
-        return exc
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        reply = _reply(exc.code, exc.message)
-        if exc.code < 500:  # 454 temporary authentication failure: the server's trouble, not the password
-            return RelayUnreachable.of(config, f"login failed for now: {reply}", exc.code)
-        return SmtpLoginRefused.of(config, reply, exc.code)
-    if isinstance(exc, aiosmtplib.SMTPException) and not isinstance(exc, aiosmtplib.SMTPResponseException) \
-            and "auth" in exc.message.lower():
-        # "The SMTP AUTH extension is not supported by this server", "No suitable authentication method"
-        no_auth = "not supported" in exc.message  # aiosmtplib: "The SMTP AUTH extension is not supported..."
-        return SmtpLoginRefused.of(config, "it offers no AUTH" if no_auth else exc.message.rstrip("."))
-    causes = _causes(exc)
-    if any(isinstance(c, ssl.SSLError) for c in causes):
-        ssl_error = next(c for c in causes if isinstance(c, ssl.SSLError))
-        return RelayUnreachable.of(config, f"TLS handshake failed: {ssl_error}", tls=True)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):  # greeting 421/554, EHLO or STARTTLS refused
-        what = "greeting" if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else \
-            "EHLO refused" if isinstance(exc, aiosmtplib.SMTPHeloError) else "refused"
-        return RelayUnreachable.of(config, f"{what}: {_reply(exc.code, exc.message)}", exc.code)
-    if any(isinstance(c, socket.gaierror) for c in causes):
-        return RelayUnreachable.of(config, f"host name {config.host} not found")
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return RelayUnreachable.of(config, "connection refused")
-    if any(isinstance(c, (asyncio.TimeoutError, TimeoutError)) for c in causes):
-        return RelayUnreachable.of(config, f"no answer within {config.timeout:g} s")
-    if isinstance(exc, aiosmtplib.SMTPConnectError) and \
-            any(isinstance(c, aiosmtplib.SMTPServerDisconnected) for c in causes):
-        return RelayUnreachable.of(config, "connection closed before the greeting")
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return RelayUnreachable.of(config, "connection closed while connecting")
-    if "starttls" in str(exc).lower():  # "SMTP STARTTLS extension not supported by server."
-        return RelayUnreachable.of(config, str(exc).rstrip("."), tls=True)
-    if isinstance(exc, (aiosmtplib.SMTPException, OSError, ValueError)):
-        return RelayUnreachable.of(config, str(exc) or type(exc).__name__)
-    return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
-def _closing(exc: BaseException | None, refused: dict[str, Any] | None = None) -> bool:
-    """Did the server announce that it closes the connection (421, RFC 5321 3.8)?"""
-    codes = [r.code for r in exc.recipients] if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) else \
-        [exc.code] if isinstance(exc, aiosmtplib.SMTPResponseException) else []
-    codes += [r.code for r in (refused or {}).values()]
-    return 421 in codes
+__all__ = [
+    "CampaignWideSmtpError", "OutgoingMail", "PermanentSmtpError", "RelayUnreachable", "SendResult", "SmtpConfig",
+    "SmtpError", "SmtpLoginRefused", "SmtpPool", "SmtpSender", "TransientSmtpError",
+]
 
 
 class _Smtp(aiosmtplib.SMTP):
@@ -318,9 +104,14 @@ class SmtpPool:
         self._changed = asyncio.Event()  # set (and replaced) when a connection comes back or closes
         self.connection_attempts = 0
 
-    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
+    async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes,
+                   settle: Callable[[SendResult], Awaitable[None]] | None = None) -> SendResult:
         """Send one message to exactly `recipients`. Raises TransientSmtpError or PermanentSmtpError
-        for this message, or a CampaignWideSmtpError when no connection can be opened."""
+        for this message, or a CampaignWideSmtpError when no connection can be opened.
+
+        ``settle(result)``, when given, is awaited once the message was accepted, before its slot is
+        given up: the caller records the outcome there, so no more messages are accepted and not yet
+        recorded than the pool has slots (what a crash can repeat)."""
         if self._closed:
             raise RuntimeError("SmtpPool is closed")
         if not recipients:
@@ -347,9 +138,12 @@ class SmtpPool:
                 raise error from exc
             conn.sent += 1
             self._checkin(conn, keep=not _closing(None, refused))
-        failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
-        accepted = tuple(r for r in recipients if r not in failed)
-        return SendResult(accepted=accepted, reply=_reply(250, reply), refused=failed)
+            failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
+            accepted = tuple(r for r in recipients if r not in failed)
+            result = SendResult(accepted=accepted, reply=_reply(250, reply), refused=failed)
+            if settle is not None:
+                await settle(result)
+        return result
 
     def retry_after(self) -> float | None:
         """Seconds until the next connection attempt is due (0: now), or None when the pool has
@@ -519,13 +313,19 @@ class SmtpSender:
         self._thread: threading.Thread | None = None
         self._pool: SmtpPool | None = None
 
-    def send_many(self, items: Sequence[OutgoingMail]) -> list[SendResult | Exception]:
+    def send_many(self, items: Sequence[OutgoingMail],
+                  on_done: Callable[[int, SendResult | Exception], Awaitable[None] | None] | None = None,
+                  ) -> list[SendResult | Exception]:
         """Send all items concurrently; one outcome per item, in order (errors returned, not raised):
-        SendResult, PermanentSmtpError, TransientSmtpError or a CampaignWideSmtpError."""
+        SendResult, PermanentSmtpError, TransientSmtpError or a CampaignWideSmtpError.
+
+        ``on_done(index, outcome)`` is called for each item as soon as its outcome is known, in the
+        sender's event loop thread: it must not block, but it may return an awaitable, which for an
+        accepted message is awaited before the connection's slot is given up (see SmtpPool.send)."""
         if not items:
             return []
         loop, pool = self._started()
-        future = asyncio.run_coroutine_threadsafe(self._send_batch(pool, items), loop)
+        future = asyncio.run_coroutine_threadsafe(self._send_batch(pool, items, on_done), loop)
         return future.result()
 
     def send(self, envelope_from: str, recipients: Sequence[str], message: bytes) -> SendResult:
@@ -554,18 +354,34 @@ class SmtpSender:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    async def _send_batch(self, pool: SmtpPool, items: Sequence[OutgoingMail]) -> list[SendResult | Exception]:
+    async def _send_batch(self, pool: SmtpPool, items: Sequence[OutgoingMail],
+                          on_done: Callable[[int, SendResult | Exception], Awaitable[None] | None] | None = None,
+                          ) -> list[SendResult | Exception]:
         # The pool's semaphore keeps at most pool_size of these on the wire at once.
-        tasks = (self._send_retrying(pool, item) for item in items)
-        return list(await asyncio.gather(*tasks, return_exceptions=True))
+        async def one(index: int, item: OutgoingMail) -> SendResult | Exception:
+            async def settle(result: SendResult) -> None:
+                pending = on_done(index, result) if on_done is not None else None
+                if pending is not None:
+                    await pending
 
-    async def _send_retrying(self, pool: SmtpPool, item: OutgoingMail) -> SendResult:
+            try:
+                return await self._send_retrying(pool, item, settle)
+            except Exception as exc:  # noqa: BLE001 - an outcome, returned as send_many promises
+                pending = on_done(index, exc) if on_done is not None else None
+                if pending is not None:
+                    await pending
+                return exc
+
+        return list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
+
+    async def _send_retrying(self, pool: SmtpPool, item: OutgoingMail,
+                             settle: Callable[[SendResult], Awaitable[None]] | None = None) -> SendResult:
         transient_delays = iter(self.retry_delays)
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = await pool.send(item.envelope_from, item.recipients, item.message)
+                result = await pool.send(item.envelope_from, item.recipients, item.message, settle)
             except SmtpLoginRefused:
                 raise  # the same password fails the same way: final at once
             except RelayUnreachable:

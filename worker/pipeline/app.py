@@ -43,7 +43,6 @@ class App:
     settings: Settings
     smtp_url: str | None = None
     consuming: bool = False
-    threads: int = 1  # worker threads of this process (running_worker sets it)
     _closers: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _smtp: SmtpSender | None = None
@@ -82,10 +81,10 @@ class App:
 
     @property
     def round_size(self) -> int:
-        """Recipients per SMTP round of one thread: the process's threads together have at most one
-        message per pooled connection sent and not yet recorded (with no more threads than
-        connections), so a crash repeats at most SMTP_POOL_SIZE messages."""
-        return max(1, self.settings.smtp_pool_size // max(1, self.threads))
+        """Recipients per SMTP round of one thread: twice the pool, so the pool stays busy while a
+        round's last replies come in. Each outcome is written as soon as it is known, so a crash
+        repeats only what was on the wire, whatever the round's size."""
+        return self.settings.smtp_pool_size * 2
 
     @cached_property
     def broker(self) -> dramatiq.Broker:

@@ -17,19 +17,22 @@ from storage.validation import CampaignInput, check_campaign
 
 
 def template_errors(message: dict | None, template: Template | None) -> dict[str, list[str]]:
-    """Problems in the message content, subject and wrapper template (compile + known variables)."""
+    """Problems in the message content, subject and wrapper template: compile, known variables, and
+    one render of each against an empty sample contact in the sandbox and under the limits every
+    recipient's render has (attributes, range(), loop steps, output size, time)."""
     errors: dict[str, list[str]] = {}
     sources = []
     if message:
-        sources += [("message.content", message.get("content"), False),
-                    ("message.subject", message.get("subject"), False)]
+        sources += [("message.content", message.get("content"), False, False),
+                    ("message.subject", message.get("subject"), False, True)]
     if template is not None:
-        sources.append(("template_id", template.content or "", True))
-    for field, source, is_wrapper in sources:
+        sources.append(("template_id", template.content or "", True, False))
+    for field, source, is_wrapper, subject in sources:
         if source:
-            problems = check_template(source, fixed_fields=FIXED_FIELD_NAMES, is_wrapper=is_wrapper)
+            problems = check_template(source, fixed_fields=FIXED_FIELD_NAMES, is_wrapper=is_wrapper,
+                                      subject=subject)
             if problems:
-                errors[field] = [f"The template does not compile or uses an unknown variable: {p}" for p in problems]
+                errors[field] = [f"The template cannot be used: {p}" for p in problems]
     return errors
 
 

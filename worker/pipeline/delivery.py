@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import partial
 
 import structlog
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 from renderers.errors import RenderError
 from storage import lifecycle
 from storage.errors import ValidationFailed
-from storage.ledger import Batch, Claimed, claim, release, skip_pending, touch_progress
+from storage.ledger import Batch, Claimed, claim, release, skip_pending
 from storage.models import Campaign, Contact, User
 from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
@@ -33,6 +32,7 @@ from worker.channels.letters import render_letters
 from worker.channels.outcomes import CampaignFault, Outcomes, Ready, Rounds
 from worker.channels.telephone import create_tasks
 from worker.pipeline.app import App
+from worker.pipeline.recorder import Round
 
 log = structlog.get_logger()
 
@@ -62,6 +62,8 @@ def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Contact]
 def _fault_sentence(exc: Exception) -> str:
     if isinstance(exc, ValidationFailed):
         return "; ".join(f"{field}: {'; '.join(reasons)}" for field, reasons in exc.errors.items())
+    if isinstance(exc, RenderError):
+        return f"the campaign's template no longer renders ({exc}): correct the template"
     return str(exc)
 
 
@@ -84,10 +86,14 @@ class BatchRounds:
         self.status: str = CampaignStatus.SENDING
         self.held: set[int] = set()
 
-    def record(self, outcomes: Outcomes) -> bool:
-        if outcomes:
-            written = self.app.recorder.write(self.batch.campaign_id, outcomes,
-                                              max_attempts=self.app.settings.max_attempts)
+    def submit(self, outcomes: Outcomes, then: Callable[[], None] | None = None) -> Round:
+        return self.app.recorder.submit(self.batch.campaign_id, outcomes, max_attempts=self.app.settings.max_attempts,
+                                        then=then)
+
+    def settle(self, submitted: list[Round]) -> bool:
+        for item in submitted:
+            written = self.app.recorder.wait(item)
+            outcomes = written.outcomes
             self.recorded += written.done
             self.sent += len(outcomes.sent)
             self.skipped += len(outcomes.skipped)
@@ -97,10 +103,10 @@ class BatchRounds:
             self.held.difference_update(row_id for row_id, *_ in outcomes.sent)
             self.held.difference_update(row_id for row_id, _ in outcomes.failed + outcomes.skipped)
             self.held.difference_update(row.id for row, _ in outcomes.transient)
-            if written.done:  # its own short transaction: the campaign row is shared
-                with self.app.sessions.begin() as session:
-                    touch_progress(session, self.batch.campaign_id, utcnow(), timedelta(seconds=1))
         return self.status == CampaignStatus.SENDING
+
+    def record(self, outcomes: Outcomes) -> bool:
+        return self.settle([self.submit(outcomes)] if outcomes else [])
 
     def still_sending(self) -> bool:
         with self.app.sessions() as session:

@@ -1,18 +1,23 @@
-"""Writing delivery outcomes to the ledger: every round as soon as it is over, through a database outage.
+"""Writing delivery outcomes to the ledger as soon as they are known, through a database outage.
 
-Worker threads hand their rounds here and wait until the outcomes are committed before sending the
-next round, so a crash can repeat only the messages of the rounds on the wire. Rounds that arrive
-while a write is running are written together in the next transaction (group commit): a round is a
-few messages, a transaction holds those of every thread of the process. A write that fails because
-the database cannot be reached is retried with backoff for up to ``retry_for`` seconds, holding the
-outcomes, so a short database outage does not make the recipients' messages go out again later.
+The email channel hands each message's outcome over the moment the relay answered (from the SMTP
+event loop, without waiting), and a worker thread starts its next round only once its round's
+outcomes are committed: a crash repeats at most the messages sent but not yet written, about what
+was on the wire. One writer thread per process writes whatever was handed over while its last
+write ran in one transaction, one statement per kind of outcome (group commit): idle, a
+transaction holds one outcome; under load, dozens. A write that fails because the database cannot
+be reached is retried with backoff for up to ``retry_for`` seconds, holding the outcomes, so a
+database outage does not make the recipients' messages go out again later.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import select
@@ -20,13 +25,21 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import dialect_insert
-from storage.ledger import Claimed, finish, release
+from storage.ledger import Claimed, finish, release, touch_progress
 from storage.models import Campaign, CampaignMessage
 from storage.statuses import RecipientStatus
 from storage.timefmt import now as utcnow
 from worker.channels.outcomes import Outcomes
 
 log = structlog.get_logger()
+
+# How old a campaign's status may be when a round asks whether to go on: a pause or cancel is seen
+# by every thread within this, and the status is read once per this, not once per write.
+STATUS_TTL = 0.1
+# A write waits up to LINGER for more outcomes, or until GROUP are waiting: fewer, larger transactions
+# (a transaction costs about the same for one row as for fifty).
+LINGER = 0.003
+GROUP = 64
 
 
 @dataclass
@@ -41,38 +54,68 @@ class Round:
     status: str | None = None  # the campaign's status, read in the same transaction
     written: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    then: Callable[[], None] | None = None  # called (in the writer thread) once written or failed
+
+    def settled(self) -> None:
+        self.written.set()
+        if self.then is not None:
+            try:
+                self.then()
+            except RuntimeError:  # the sender's event loop is gone (closing): nobody waits there
+                pass
 
 
 class OutcomeWriter:
-    """Group-committing, outage-surviving writer of rounds (one per process)."""
+    """Group-committing, outage-surviving writer of outcomes (one per process, one writer thread)."""
 
     def __init__(self, sessions: sessionmaker[Session], *, retry_for: float = 120.0) -> None:
         self._sessions, self._retry_for = sessions, retry_for
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()
         self._queue: list[Round] = []
-        self._writing = False
+        self._thread: threading.Thread | None = None
+        self._noted: dict[str, float] = {}  # campaign id -> when its progress was last noted (monotonic)
+        self._status_read: dict[str, tuple[str | None, float]] = {}  # campaign id -> (status, when read)
+        self._archive = None  # the archive INSERT, built once
+
+    def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
+               then: Callable[[], None] | None = None) -> Round:
+        """Queue outcomes for the writer thread and return at once (safe from an event loop);
+        ``Round.written`` is set, and ``then()`` called, once they are committed (or ``Round.error``
+        says why not)."""
+        item = Round(campaign_id, outcomes, max_attempts, then=then)
+        with self._ready:
+            self._queue.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="outcome-writer", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+        return item
 
     def write(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int) -> Round:
-        """Write a round's outcomes (blocks until committed); raises when the database stayed
+        """Write outcomes and wait until they are committed; raises when the database stayed
         unreachable for ``retry_for`` seconds."""
-        item = Round(campaign_id, outcomes, max_attempts)
-        with self._lock:
-            self._queue.append(item)
-            leader = not self._writing
-            if leader:
-                self._writing = True
-        if leader:  # this thread writes whatever is queued, until nothing is
-            while True:
-                with self._lock:
-                    group, self._queue = self._queue, []
-                    if not group:
-                        self._writing = False
-                        break
-                self._write_retrying(group)
+        return self.wait(self.submit(campaign_id, outcomes, max_attempts=max_attempts))
+
+    @staticmethod
+    def wait(item: Round) -> Round:
+        """Wait until a submitted round is committed; raise what stopped it."""
         item.written.wait()
         if item.error is not None:
             raise item.error
         return item
+
+    def _run(self) -> None:
+        # Whatever was submitted while the last write ran, or within LINGER of the first waiting
+        # outcome, is written together: under load a transaction holds the outcomes of many sends.
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                until = time.monotonic() + LINGER
+                while len(self._queue) < GROUP and (left := until - time.monotonic()) > 0:
+                    self._ready.wait(left)
+                group, self._queue = self._queue, []
+            self._write_retrying(group)
 
     def _write_retrying(self, group: list[Round]) -> None:
         deadline, delay = time.monotonic() + self._retry_for, 0.25
@@ -83,7 +126,7 @@ class OutcomeWriter:
                 if time.monotonic() + delay > deadline:
                     for item in group:
                         item.error = exc
-                        item.written.set()
+                        item.settled()
                     return
                 log.warning("deliver.record_retry", error=str(exc.orig or exc).splitlines()[0][:200],
                             rounds=len(group), retry_in=delay)
@@ -92,37 +135,81 @@ class OutcomeWriter:
             except BaseException as exc:  # noqa: BLE001 - a bug: each waiting thread raises it
                 for item in group:
                     item.error = exc
-                    item.written.set()
+                    item.settled()
                 return
             else:
                 for item in group:
-                    item.written.set()
+                    item.settled()
+                self._note_progress(group)
                 return
 
+    def _statuses_of(self, conn, campaign_ids: set[str]) -> dict[str, str]:
+        """The campaigns' statuses, read again when older than STATUS_TTL: a pause is seen within it."""
+        clock = time.monotonic()
+        stale = {cid for cid in campaign_ids if clock - self._status_read.get(cid, (None, -1.0))[1] > STATUS_TTL}
+        if stale:
+            found = dict(conn.execute(select(Campaign.id, Campaign.status).where(Campaign.id.in_(stale))).all())
+            self._status_read.update((cid, (found.get(cid), clock)) for cid in stale)
+        return {cid: self._status_read[cid][0] for cid in campaign_ids}
+
+    def _note_progress(self, group: list[Round]) -> None:
+        """Note that these campaigns moved (reconcile's stall detection), at most once a second each,
+        in a short transaction of its own: the campaign row is shared by every worker."""
+        clock = time.monotonic()
+        due = {item.campaign_id for item in group if item.done} - {
+            cid for cid, at in self._noted.items() if clock - at < 1.0}
+        if not due:
+            return
+        try:
+            with self._sessions.begin() as session:
+                for campaign_id in due:
+                    touch_progress(session, campaign_id, utcnow(), timedelta(seconds=1))
+        except DBAPIError as exc:  # only a hint for reconcile; the outcomes are written
+            log.warning("deliver.progress_not_noted", error=str(exc.orig or exc).splitlines()[0][:200])
+            return
+        self._noted.update((cid, clock) for cid in due)
+
     def _write(self, group: list[Round]) -> None:
+        """One transaction for the whole group, and one statement per kind of outcome (not per round):
+        a statement costs about as much for one row as for fifty."""
         now = utcnow()
-        with self._sessions.begin() as session:
-            for item in group:
-                item.done = _write_round(session, item, now)
-            statuses = dict(session.execute(select(Campaign.id, Campaign.status).where(
-                Campaign.id.in_({item.campaign_id for item in group}))).all())
+        archive: list[dict] = []
+        sent: dict[str | None, list[tuple[int, None]]] = defaultdict(list)  # by artifact key
+        failed: list[tuple[int, str]] = []
+        skipped: list[tuple[int, str]] = []
+        again: list[tuple[Claimed, str]] = []
         for item in group:
+            outcomes = item.outcomes
+            item.again = [(row, reply) for row, reply in outcomes.transient if row.attempts < item.max_attempts]
+            failed += outcomes.failed + [(row.id, f"gave up after {row.attempts} attempts: {reply}")
+                                         for row, reply in outcomes.transient if row.attempts >= item.max_attempts]
+            skipped += outcomes.skipped
+            again += item.again
+            sent[outcomes.artifact_key] += [(row_id, None) for row_id, _, _ in outcomes.sent]
+            archive += [{"campaign_id": item.campaign_id, "contact_id": contact_id, "content": content,
+                         "created_at": now, "updated_at": now}
+                        for _, contact_id, content in outcomes.sent if content is not None]  # telephone: none
+        with self._sessions.begin() as session:
+            # Core statements on the session's connection: the ORM's bulk paths cost more than the SQL.
+            conn = session.connection()
+            if archive:
+                if self._archive is None:
+                    self._archive = dialect_insert(session, CampaignMessage.__table__).on_conflict_do_nothing(
+                        index_elements=["campaign_id", "contact_id"])
+                conn.execute(self._archive, archive)
+            for artifact_key, rows in sent.items():
+                finish(conn, RecipientStatus.SENT, rows, now, artifact_key=artifact_key)
+            finish(conn, RecipientStatus.FAILED, failed, now)
+            finish(conn, RecipientStatus.SKIPPED, skipped, now)
+            by_reply: dict[str, list[int]] = defaultdict(list)
+            for row, reply in again:
+                by_reply[reply].append(row.id)
+            for reply, ids in by_reply.items():
+                release(conn, ids, now, reason=reply)
+            statuses = self._statuses_of(conn, {item.campaign_id for item in group})
+        for item in group:
+            outcomes = item.outcomes
+            # what this round brought to a final status (its rows, written above or by no one else)
+            item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
+                + len(outcomes.transient) - len(item.again)
             item.status = statuses.get(item.campaign_id)
-
-
-def _write_round(session: Session, item: Round, now) -> int:
-    outcomes = item.outcomes
-    give_up = [(row.id, f"gave up after {row.attempts} attempts: {reply}")
-               for row, reply in outcomes.transient if row.attempts >= item.max_attempts]
-    item.again = [(row, reply) for row, reply in outcomes.transient if row.attempts < item.max_attempts]
-    archive = [{"campaign_id": item.campaign_id, "contact_id": contact_id, "content": content,
-                "created_at": now, "updated_at": now} for _, contact_id, content in outcomes.sent if content is not None]
-    if archive:  # telephone rows send no content
-        session.execute(dialect_insert(session, CampaignMessage)
-                        .on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"]), archive)
-    done = finish(session, RecipientStatus.SENT, [(row_id, None) for row_id, _, _ in outcomes.sent], now,
-                  artifact_key=outcomes.artifact_key)
-    done += finish(session, RecipientStatus.FAILED, outcomes.failed + give_up, now)
-    done += finish(session, RecipientStatus.SKIPPED, outcomes.skipped, now)
-    release(session, [row.id for row, _ in item.again], now, reason=item.again[0][1] if item.again else None)
-    return done

@@ -50,7 +50,7 @@ def running_worker(app: App, threads: int, idle_poll_ms: int = IDLE_POLL_MS) -> 
     tune_gc()
     worker = dramatiq.Worker(app.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
     worker.start()
-    app.consuming, app.threads = True, threads
+    app.consuming = True
     log.info("worker.started", threads=threads, queues=sorted(app.broker.get_declared_queues()),
              weasyprint_hooks=hooks)
     try:
