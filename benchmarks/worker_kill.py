@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiosmtpd.controller import Controller  # noqa: E402
+
 
 from benchmarks.harness import BenchDatabase, log  # noqa: E402
 
@@ -54,6 +54,8 @@ def main() -> int:
 
     import redis
 
+    from worker.channels.mailcatcher import BoundController
+
     from storage.migrate import upgrade
     from storage.models import Campaign
     from tests.e2e import bundle, contact, email_payload, load
@@ -63,7 +65,7 @@ def main() -> int:
 
     redis.Redis.from_url(REDIS_URL).flushdb()
     handler = Recorder()
-    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller = BoundController(handler, hostname="127.0.0.1", port=0)
     controller.start()
     smtp_url = f"smtp://127.0.0.1:{controller.port}"
     database = BenchDatabase("kill")
