@@ -72,7 +72,9 @@ class App:
     def recorder(self) -> OutcomeWriter:
         """Writes rounds' outcomes, group-committed, retrying through a database outage of up to
         two minutes: what was sent must be recorded, or it would be sent again."""
-        return OutcomeWriter(self.sessions, retry_for=120.0)
+        recorder = OutcomeWriter(self.sessions, retry_for=120.0)
+        self._closers.append(recorder.close)
+        return recorder
 
     @cached_property
     def send_rate(self):

@@ -17,14 +17,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import dialect_insert
 from storage.ledger import Claimed, finish, release, touch_progress
 from storage.models import Campaign, CampaignMessage
 from storage.statuses import RecipientStatus
@@ -76,6 +76,8 @@ class OutcomeWriter:
         self._noted: dict[str, float] = {}  # campaign id -> when its progress was last noted (monotonic)
         self._status_read: dict[str, tuple[str | None, float]] = {}  # campaign id -> (status, when read)
         self._archive = None  # the archive INSERT, built once
+        self._conn = None  # the writer's connection
+        self._statuses: dict[str, str | None] = {}
 
     def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
                then: Callable[[], None] | None = None) -> Round:
@@ -95,6 +97,13 @@ class OutcomeWriter:
         """Write outcomes and wait until they are committed; raises when the database stayed
         unreachable for ``retry_for`` seconds."""
         return self.wait(self.submit(campaign_id, outcomes, max_attempts=max_attempts))
+
+    def close(self) -> None:
+        """Close the writer's connection (the workers are stopped: nothing is being written)."""
+        with self._ready:
+            conn, self._conn = self._conn, None
+        if conn is not None and not self._queue:
+            conn.close()
 
     @staticmethod
     def wait(item: Round) -> Round:
@@ -143,7 +152,7 @@ class OutcomeWriter:
                 self._note_progress(group)
                 return
 
-    def _statuses_of(self, conn, campaign_ids: set[str]) -> dict[str, str]:
+    def _statuses_of(self, conn: Connection, campaign_ids: set[str]) -> dict[str, str]:
         """The campaigns' statuses, read again when older than STATUS_TTL: a pause is seen within it."""
         clock = time.monotonic()
         stale = {cid for cid in campaign_ids if clock - self._status_read.get(cid, (None, -1.0))[1] > STATUS_TTL}
@@ -189,27 +198,43 @@ class OutcomeWriter:
             archive += [{"campaign_id": item.campaign_id, "contact_id": contact_id, "content": content,
                          "created_at": now, "updated_at": now}
                         for _, contact_id, content in outcomes.sent if content is not None]  # telephone: none
-        with self._sessions.begin() as session:
-            # Core statements on the session's connection: the ORM's bulk paths cost more than the SQL.
-            conn = session.connection()
-            if archive:
-                if self._archive is None:
-                    self._archive = dialect_insert(session, CampaignMessage.__table__).on_conflict_do_nothing(
-                        index_elements=["campaign_id", "contact_id"])
-                conn.execute(self._archive, archive)
-            for artifact_key, rows in sent.items():
-                finish(conn, RecipientStatus.SENT, rows, now, artifact_key=artifact_key)
-            finish(conn, RecipientStatus.FAILED, failed, now)
-            finish(conn, RecipientStatus.SKIPPED, skipped, now)
-            by_reply: dict[str, list[int]] = defaultdict(list)
-            for row, reply in again:
-                by_reply[reply].append(row.id)
-            for reply, ids in by_reply.items():
-                release(conn, ids, now, reason=reply)
-            statuses = self._statuses_of(conn, {item.campaign_id for item in group})
+        # Core statements on the writer's own connection, kept between writes: no session, no pool
+        # checkout (and its ping) per transaction; the ORM's bulk paths cost more than the SQL.
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._sessions.kw["bind"].connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                self._write_on(conn, group, now, archive, sent, failed, skipped, again)
+        except DBAPIError:
+            conn.invalidate()  # a fresh connection for the retry
+            raise
         for item in group:
             outcomes = item.outcomes
             # what this round brought to a final status (its rows, written above or by no one else)
             item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
                 + len(outcomes.transient) - len(item.again)
-            item.status = statuses.get(item.campaign_id)
+            item.status = self._statuses.get(item.campaign_id)
+
+    def _write_on(self, conn: Connection, group: list[Round], now: datetime, archive: list[dict],
+                  sent: dict[str | None, list[tuple[int, None]]], failed: list[tuple[int, str]],
+                  skipped: list[tuple[int, str]], again: list[tuple[Claimed, str]]) -> None:
+        if archive:
+            if self._archive is None:
+                self._archive = _archive_insert(conn)
+            conn.execute(self._archive, archive)
+        for artifact_key, rows in sent.items():
+            finish(conn, RecipientStatus.SENT, rows, now, artifact_key=artifact_key)
+        finish(conn, RecipientStatus.FAILED, failed, now)
+        finish(conn, RecipientStatus.SKIPPED, skipped, now)
+        by_reply: dict[str, list[int]] = defaultdict(list)
+        for row, reply in again:
+            by_reply[reply].append(row.id)
+        for reply, ids in by_reply.items():
+            release(conn, ids, now, reason=reply)
+        self._statuses = self._statuses_of(conn, {item.campaign_id for item in group})
+
+def _archive_insert(conn: Connection):
+    """The archived content's INSERT ... ON CONFLICT DO NOTHING, for the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(CampaignMessage.__table__).on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
