@@ -99,11 +99,11 @@ class BatchRounds:
             self.skipped += len(outcomes.skipped)
             self.failed += len(outcomes.failed) + len(outcomes.transient) - len(written.again)
             self.again += written.again
-            self.status = written.status or CampaignStatus.CANCELLED  # a deleted campaign takes nobody
             self.held.difference_update(row_id for row_id, *_ in outcomes.sent)
             self.held.difference_update(row_id for row_id, _ in outcomes.failed + outcomes.skipped)
             self.held.difference_update(row.id for row, _ in outcomes.transient)
-        return self.status == CampaignStatus.SENDING
+        # Read now, not cached: a pause or cancel stops every thread after the round it had in flight.
+        return self.still_sending()
 
     def record(self, outcomes: Outcomes) -> bool:
         return self.settle([self.submit(outcomes)] if outcomes else [])

@@ -20,22 +20,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.ledger import Claimed, finish, release, touch_progress
-from storage.models import Campaign, CampaignMessage
+from storage.models import CampaignMessage
 from storage.statuses import RecipientStatus
 from storage.timefmt import now as utcnow
 from worker.channels.outcomes import Outcomes
 
 log = structlog.get_logger()
 
-# How old a campaign's status may be when a round asks whether to go on: a pause or cancel is seen
-# by every thread within this, and the status is read once per this, not once per write.
-STATUS_TTL = 0.1
 # A write waits up to LINGER for more outcomes, or until GROUP are waiting: fewer, larger transactions
 # (a transaction costs about the same for one row as for fifty).
 LINGER = 0.003
@@ -51,7 +48,6 @@ class Round:
     max_attempts: int
     done: int = 0  # rows that reached a final status
     again: list[tuple[Claimed, str]] = field(default_factory=list)  # transient: pending again
-    status: str | None = None  # the campaign's status, read in the same transaction
     written: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     then: Callable[[], None] | None = None  # called (in the writer thread) once written or failed
@@ -74,10 +70,8 @@ class OutcomeWriter:
         self._queue: list[Round] = []
         self._thread: threading.Thread | None = None
         self._noted: dict[str, float] = {}  # campaign id -> when its progress was last noted (monotonic)
-        self._status_read: dict[str, tuple[str | None, float]] = {}  # campaign id -> (status, when read)
         self._archive = None  # the archive INSERT, built once
         self._conn = None  # the writer's connection
-        self._statuses: dict[str, str | None] = {}
 
     def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
                then: Callable[[], None] | None = None) -> Round:
@@ -152,15 +146,6 @@ class OutcomeWriter:
                 self._note_progress(group)
                 return
 
-    def _statuses_of(self, conn: Connection, campaign_ids: set[str]) -> dict[str, str]:
-        """The campaigns' statuses, read again when older than STATUS_TTL: a pause is seen within it."""
-        clock = time.monotonic()
-        stale = {cid for cid in campaign_ids if clock - self._status_read.get(cid, (None, -1.0))[1] > STATUS_TTL}
-        if stale:
-            found = dict(conn.execute(select(Campaign.id, Campaign.status).where(Campaign.id.in_(stale))).all())
-            self._status_read.update((cid, (found.get(cid), clock)) for cid in stale)
-        return {cid: self._status_read[cid][0] for cid in campaign_ids}
-
     def _note_progress(self, group: list[Round]) -> None:
         """Note that these campaigns moved (reconcile's stall detection), at most once a second each,
         in a short transaction of its own: the campaign row is shared by every worker."""
@@ -214,7 +199,6 @@ class OutcomeWriter:
             # what this round brought to a final status (its rows, written above or by no one else)
             item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
                 + len(outcomes.transient) - len(item.again)
-            item.status = self._statuses.get(item.campaign_id)
 
     def _write_on(self, conn: Connection, group: list[Round], now: datetime, archive: list[dict],
                   sent: dict[str | None, list[tuple[int, None]]], failed: list[tuple[int, str]],
@@ -232,7 +216,7 @@ class OutcomeWriter:
             by_reply[reply].append(row.id)
         for reply, ids in by_reply.items():
             release(conn, ids, now, reason=reply)
-        self._statuses = self._statuses_of(conn, {item.campaign_id for item in group})
+
 
 def _archive_insert(conn: Connection):
     """The archived content's INSERT ... ON CONFLICT DO NOTHING, for the connection's dialect."""
