@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,12 +45,12 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def is_postgres(engine_or_session) -> bool:
-    """True when the bind is PostgreSQL (dialect-specific SQL paths)."""
+    """True when the bind (an engine, a connection or a session's) is PostgreSQL (dialect-specific SQL paths)."""
     bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) else engine_or_session
     return bind.dialect.name == "postgresql"
 
 
-def dialect_insert(session: Session, model: Any) -> Any:
+def dialect_insert(session: Session | Engine | Connection, model: Any) -> Any:
     """The bind's own INSERT construct for ``model`` (PostgreSQL or SQLite), which has
     ``on_conflict_do_nothing``: the ledger, archived messages and tasks are written idempotently."""
     return (postgresql.insert if is_postgres(session) else sqlite.insert)(model)

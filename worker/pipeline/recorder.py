@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.db import dialect_insert
 from storage.ledger import Claimed, finish, release, touch_progress
 from storage.models import CampaignMessage
 from storage.statuses import RecipientStatus
@@ -87,11 +87,6 @@ class OutcomeWriter:
             self._ready.notify()
         return item
 
-    def write(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int) -> Round:
-        """Write outcomes and wait until they are committed; raises when the database stayed
-        unreachable for ``retry_for`` seconds."""
-        return self.wait(self.submit(campaign_id, outcomes, max_attempts=max_attempts))
-
     def close(self) -> None:
         """Close the writer's connection (the workers are stopped: nothing is being written)."""
         with self._ready:
@@ -101,7 +96,8 @@ class OutcomeWriter:
 
     @staticmethod
     def wait(item: Round) -> Round:
-        """Wait until a submitted round is committed; raise what stopped it."""
+        """Wait until a submitted round is committed; raise what stopped it (the database stayed
+        unreachable for ``retry_for`` seconds, or a bug)."""
         item.written.wait()
         if item.error is not None:
             raise item.error
@@ -205,7 +201,8 @@ class OutcomeWriter:
                   skipped: list[tuple[int, str]], again: list[tuple[Claimed, str]]) -> None:
         if archive:
             if self._archive is None:
-                self._archive = _archive_insert(conn)
+                self._archive = dialect_insert(conn, CampaignMessage.__table__).on_conflict_do_nothing(
+                    index_elements=["campaign_id", "contact_id"])
             conn.execute(self._archive, archive)
         for artifact_key, rows in sent.items():
             finish(conn, RecipientStatus.SENT, rows, now, artifact_key=artifact_key)
@@ -217,8 +214,3 @@ class OutcomeWriter:
         for reply, ids in by_reply.items():
             release(conn, ids, now, reason=reply)
 
-
-def _archive_insert(conn: Connection):
-    """The archived content's INSERT ... ON CONFLICT DO NOTHING, for the connection's dialect."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(CampaignMessage.__table__).on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
