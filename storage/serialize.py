@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 from storage.models import Template, User
 from storage.timefmt import fmt
@@ -41,13 +42,19 @@ def template_to_seed(template: Template | None) -> dict[str, Any] | None:
     }
 
 
-def pagination(total: int, page: int, per_page: int, path: str, query: dict[str, Any] | None = None) -> dict:
-    """The seed's pagination object; ``urls`` are API-relative (``/campaigns?page=2&per_page=15``)."""
+def pagination(total: int, page: int, per_page: int, path: str, query: dict[str, Any] | None = None,
+               base_url: str = "") -> dict:
+    """The seed's pagination object. ``urls`` are ``base_url`` + ``path`` + the query
+    (``/campaigns?page=2&per_page=15`` with no ``base_url``, as the CLI prints them; the HTTP API
+    passes its own address so they are absolute). Empty query values are left out, the others are
+    URL-encoded (a search ``a&b`` stays one value)."""
     last = max(1, math.ceil(total / per_page)) if per_page else 1
-    extra = "".join(f"&{k}={v}" for k, v in (query or {}).items() if v not in (None, ""))
+    extra = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+    prefix = f"{base_url.rstrip('/')}{path}"
 
     def url(n: int) -> str:
-        return f"{path}?page={n}&per_page={per_page}{extra}"
+        # Commas stay as they are: legal in a query, and `teams=1,2` reads as it was given.
+        return f"{prefix}?{urlencode({'page': n, 'per_page': per_page, **extra}, safe=',')}"
 
     return {
         "total": total,

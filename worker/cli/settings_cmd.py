@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from storage.campaign_settings import apply_settings, get_settings, settings_to_seed
+from worker.pipeline import commands, queries
 from worker.pipeline.app import App
 from worker.cli.output import emit, read_json_file
 
@@ -18,8 +18,7 @@ def settings_group() -> None:
 @click.pass_obj
 def settings_show(app: App) -> None:
     """Print the settings object."""
-    with app.sessions() as session:
-        emit(settings_to_seed(get_settings(session), app.settings.campaign_domain_suffix))
+    emit(queries.show_settings(app))
 
 
 @settings_group.command("set")
@@ -27,10 +26,7 @@ def settings_show(app: App) -> None:
 @click.pass_obj
 def settings_set(app: App, file: str) -> None:
     """Store the settings in FILE (JSON) and print them."""
-    payload = read_json_file(file)
-    with app.sessions.begin() as session:
-        row = apply_settings(session, payload)
-        emit(settings_to_seed(row, app.settings.campaign_domain_suffix))
+    emit(commands.update_settings(app, read_json_file(file)))
 
 
 COMMANDS = [settings_group]

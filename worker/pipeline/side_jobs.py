@@ -35,7 +35,8 @@ SAMPLE_CONTACT_ID = "00000000-0000-0000-0000-000000000000"
 
 def campaign_from_payload(session: Session, payload: Any, user_id: int | None = None) -> Campaign:
     """An unsaved campaign from a create payload, validated for rendering (send_at and task are not
-    needed to render, so their errors do not stop a test email)."""
+    needed to render, so their errors do not stop a test email or a preview; a valid task is kept
+    for a telephone preview)."""
     data, errors = check_campaign(payload, session, now=utcnow(), mode="create")
     if data is not None:
         errors = template_errors(data.message, data.template)
@@ -47,7 +48,7 @@ def campaign_from_payload(session: Session, payload: Any, user_id: int | None = 
         data, _ = check_campaign(payload, session, now=utcnow(), mode="create")
     assert data is not None
     return Campaign(id=str(uuid.uuid4()), user_id=user_id or 0, name=data.name, type=data.type,
-                    message=data.message, filter=data.filter,
+                    message=data.message, filter=data.filter, task=data.task,
                     template_id=data.template.id if data.template else None, status=CampaignStatus.DRAFT)
 
 
@@ -86,27 +87,40 @@ def capturing_mail(app: App, maildir: Path = LOCAL_MAILDIR) -> Iterator[Path]:
 
 
 def build_preview(app: App, campaign_id: str) -> dict[str, str]:
-    """Render the campaign for its first recipient (or an empty sample) and store it (HTML for email,
-    PDF for a letter, an HTML summary of the calls for a telephone campaign); return a URL valid for 300 s."""
+    """Render the stored campaign for its first recipient (or an empty sample) and store it (HTML for
+    email, PDF for a letter, an HTML summary of the calls for a telephone campaign); return
+    ``{"download_url"}``, valid for 300 s."""
     with app.sessions.begin() as session:
-        campaign = get_campaign(session, campaign_id)
-        contact = first_recipient(session, campaign)
-        file_id = str(uuid.uuid4())
-        if campaign.type == "telephone":  # no message: a page of what the campaign will do
-            body = telephone_preview(session, campaign, contact).encode("utf-8")
-            extension, content_type = "html", "text/html; charset=utf-8"
+        return _store_preview(app, session, get_campaign(session, campaign_id))
+
+
+def build_payload_preview(app: App, payload: Any, user_id: int | None = None) -> dict[str, str]:
+    """As ``build_preview``, for the unsaved campaign a create payload describes (the seed's
+    ``POST /campaigns/preview``); the payload is validated as for a test email."""
+    with app.sessions.begin() as session:
+        return _store_preview(app, session, campaign_from_payload(session, payload, user_id))
+
+
+def _store_preview(app: App, session: Session, campaign: Campaign) -> dict[str, str]:
+    """Render ``campaign`` for its first recipient, put it in the store and record it as a file in
+    ``session`` (committed by the caller)."""
+    contact = first_recipient(session, campaign)
+    file_id = str(uuid.uuid4())
+    if campaign.type == "telephone":  # no message: a page of what the campaign will do
+        body = telephone_preview(session, campaign, contact).encode("utf-8")
+        extension, content_type = "html", "text/html; charset=utf-8"
+    else:
+        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
+        user = session.get(User, contact.user_id) if contact is not None and contact.user_id else None
+        rendered = runtime.render(contact or _sample_contact(), user)
+        if campaign.type == "letter":  # a letter previews as the PDF it will be
+            body, extension, content_type = render_pdf(rendered.html), "pdf", "application/pdf"
         else:
-            runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
-            user = session.get(User, contact.user_id) if contact is not None and contact.user_id else None
-            rendered = runtime.render(contact or _sample_contact(), user)
-            if campaign.type == "letter":  # a letter previews as the PDF it will be
-                body, extension, content_type = render_pdf(rendered.html), "pdf", "application/pdf"
-            else:
-                body, extension, content_type = rendered.html.encode("utf-8"), "html", "text/html; charset=utf-8"
-        name = f"campaign-{campaign.id}.{extension}"
-        key = make_key("previews", campaign.id, f"{file_id}.{extension}")
-        size = app.store.put_bytes(key, body, content_type)
-        session.add(StoredFile(id=file_id, key=key, name=name, content_type=content_type, size=size))
+            body, extension, content_type = rendered.html.encode("utf-8"), "html", "text/html; charset=utf-8"
+    name = f"campaign-{campaign.id}.{extension}"
+    key = make_key("previews", campaign.id, f"{file_id}.{extension}")
+    size = app.store.put_bytes(key, body, content_type)
+    session.add(StoredFile(id=file_id, key=key, name=name, content_type=content_type, size=size))
     return {"download_url": app.store.url(key, URL_SECONDS, filename=name)}
 
 
