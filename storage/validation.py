@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.ids import is_int_id
 from storage.addresses import is_email
 from storage.errors import ValidationFailed
 from storage.filters import FilterTree, parse_filters
@@ -167,8 +168,8 @@ def _check_template(payload: dict, ctype: Any, session: Session, errors: _Errors
     template_id = payload.get("template_id")
     if template_id is None:
         return None
-    if isinstance(template_id, bool) or not isinstance(template_id, int):
-        errors.add("template_id", "The template_id must be an integer.")
+    if not is_int_id(template_id):
+        errors.add("template_id", "The template_id must be an integer id.")
         return None
     template = session.get(Template, template_id)
     if template is None:
@@ -231,7 +232,7 @@ def _check_task(payload: dict, ctype: Any, after: datetime | None, session: Sess
             for i, uid in enumerate(users):
                 if isinstance(uid, dict):  # the seed prints users as objects; accept them back
                     uid = uid.get("id")
-                if isinstance(uid, bool) or not isinstance(uid, int):
+                if not is_int_id(uid):
                     errors.add(f"task.distribute_users.{i}", "Each distribute user must be a user id (integer).")
                 elif uid in positions:
                     errors.add(f"task.distribute_users.{i}", f"User {uid} is listed twice.")

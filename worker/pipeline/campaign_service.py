@@ -11,6 +11,7 @@ from storage import campaigns as repo
 from storage.errors import ValidationFailed
 from storage.fields import FIXED_FIELD_NAMES
 from storage.filters import parse_filters
+from storage.ids import is_int_id
 from storage.models import Campaign, CampaignSettings, Template, User
 from storage.timefmt import now as utcnow
 from storage.validation import CampaignInput, check_campaign
@@ -68,7 +69,7 @@ def validated(session: Session, payload: Any, mode: Literal["create", "update"])
 
 def create(session: Session, payload: Any, user_id: int) -> Campaign:
     """POST /campaigns."""
-    user = session.get(User, user_id)
+    user = session.get(User, user_id) if is_int_id(user_id) else None
     if user is None:
         # Validate the payload too, so one run reports everything.
         try:
