@@ -55,7 +55,7 @@ def test_run_sends_a_campaign_created_through_the_cli(tmp_path):
     created = subprocess.run([*CLI, "campaigns", "create", "campaign.json", "--user", "1"], cwd=tmp_path, env=env,
                              check=True, capture_output=True, text=True)
     campaign_id = json.loads(created.stdout)["id"]
-    service = subprocess.Popen([*CLI, "run", "--threads", "2"], cwd=tmp_path, env=env,
+    service = subprocess.Popen([*CLI, "run", "--threads", "2", "--no-api"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -72,3 +72,49 @@ def test_run_sends_a_campaign_created_through_the_cli(tmp_path):
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0
     assert len(mailbox.Maildir(tmp_path / "var" / "mail", create=False)) > 0
+
+
+def test_run_serves_the_api_and_sends_what_it_creates(tmp_path):
+    """One process on the embedded default answers HTTP and sends: the seed's create, then show."""
+    import httpx
+
+    from tests.smtpserver import free_port
+
+    env = _env(SCHEDULER_INTERVAL="0.3")
+    subprocess.run([*CLI, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    from worker.cli.demo import demo_bundle, email_payload
+
+    (tmp_path / "bundle.json").write_text(json.dumps(demo_bundle(contacts=12)))
+    subprocess.run([*CLI, "load", "bundle.json"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    token = json.loads(subprocess.run([*CLI, "tokens", "create", "--user", "1"], cwd=tmp_path, env=env, check=True,
+                                      capture_output=True, text=True).stdout)["token"]
+    port = free_port()
+    service = subprocess.Popen([*CLI, "run", "--threads", "2", "--api-port", str(port)], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.2)
+        created = client.post("/campaigns", json=email_payload())  # execute_now
+        assert created.status_code == 201, created.text
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and status != "completed":
+            status = client.get(f"/campaigns/{created.json()['id']}").json()["status"]
+            time.sleep(0.3)
+        assert status == "completed"
+        sent = client.get(f"/campaigns/{created.json()['id']}").json()["progress"]["sent"]
+        # a second `run` on the same port is refused, naming the option
+        busy = subprocess.run([*CLI, "run", "--api-port", str(port)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert busy.returncode == 2 and "--api-port" in json.loads(busy.stdout)["errors"]
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0, service.stderr.read()[-2000:]
+    assert len(mailbox.Maildir(tmp_path / "var" / "mail", create=False)) == sent > 0

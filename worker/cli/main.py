@@ -27,9 +27,11 @@ def cli(ctx: click.Context) -> None:
 
 def _register() -> None:
     # Imported here so that each command module stays independent of the others.
-    from worker.cli import actions_cmd, campaigns_cmd, db_cmd, files_cmd, load_cmd, service_cmd, settings_cmd
+    from worker.cli import (actions_cmd, api_cmd, campaigns_cmd, db_cmd, files_cmd, load_cmd, service_cmd,
+                            settings_cmd, tokens_cmd)
 
-    for module in (db_cmd, load_cmd, settings_cmd, campaigns_cmd, actions_cmd, files_cmd, service_cmd):
+    for module in (db_cmd, load_cmd, settings_cmd, campaigns_cmd, actions_cmd, files_cmd, service_cmd, tokens_cmd,
+                   api_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

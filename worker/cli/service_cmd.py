@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from storage.errors import ValidationFailed
+from worker.pipeline import queries
 from worker.pipeline.app import App
 from worker.pipeline.roles import running_worker, scheduler_for, supervise_workers
-from worker.pipeline.status import status_report
 from worker.runtime.broker import is_memory
 from worker.runtime.supervise import wait_for_signal
 
@@ -50,12 +50,21 @@ def scheduler_cmd(app: App) -> None:
 
 @click.command("run")
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--api-port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port of the HTTP API served beside the worker (0: any free port).")
+@click.option("--api-host", default="127.0.0.1", show_default=True)
+@click.option("--no-api", is_flag=True, help="Do not serve the HTTP API.")
 @click.pass_obj
-def run_cmd(app: App, threads: int) -> None:
-    """Scheduler and worker in one process, for one machine (the in-process broker works here)."""
+def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) -> None:
+    """Scheduler, worker and HTTP API in one process, for one machine (the in-process broker works here)."""
     from worker.channels.mailcatcher import MailCatcher
 
     with ExitStack() as stack:
+        api = None
+        if not no_api:  # first: a busy port is an error before anything starts
+            from worker.api.server import BackgroundServer
+
+            api = BackgroundServer(app, api_host, api_port)
         if not app.settings.smtp_url:
             catcher = MailCatcher(Path("var/mail").resolve())
             app.smtp_url = catcher.start()
@@ -65,6 +74,10 @@ def run_cmd(app: App, threads: int) -> None:
         scheduler = scheduler_for(app, blocking=False)
         scheduler.start()
         stack.callback(scheduler.shutdown)
+        if api is not None:
+            stack.enter_context(api)
+            host, port = api.address
+            click.echo(f"serving the API on http://{host}:{port}", err=True)
         wait_for_signal()
 
 
@@ -73,7 +86,7 @@ def run_cmd(app: App, threads: int) -> None:
 @click.pass_obj
 def status_cmd(app: App, as_json: bool) -> None:
     """Queue depths (ready, delayed, dead) and campaigns in flight with progress."""
-    report = status_report(app)
+    report = queries.status(app)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -1,0 +1,59 @@
+"""The FastAPI application over one App (engine, broker, store), and the factory uvicorn workers use."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from worker.api import routes_actions, routes_campaigns, routes_ops
+from worker.api.auth import caller
+from worker.api.errors import BodyLimit, install_error_handlers
+from worker.api.responses import JSON
+from worker.pipeline.app import App
+
+DESCRIPTION = """The Campaigns API: email, letter and telephone campaigns with a recipient filter, a
+template and a `send_at`, sent exactly once by the workers this API hands them to.
+
+Every request but `GET /healthz` and `GET /metrics` carries `Authorization: Bearer <token>`
+(`campaign-dispatch tokens create --user ID`). Times are `Y-m-d H:i:s`, UTC."""
+
+
+def create_api(app: App, *, close_app: bool = False) -> FastAPI:
+    """The HTTP API over ``app``; with ``close_app`` the App is closed when the server stops."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_app:
+                app.close()
+
+    api = FastAPI(title="campaign-dispatch", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  default_response_class=JSON, openapi_url=None, docs_url=None, redoc_url=None)
+    api.state.service = app
+    install_error_handlers(api)
+    api.add_middleware(BodyLimit)
+    authenticated = [Depends(caller)]
+    # /campaigns/settings before /campaigns/{campaign_id}: the first route that matches answers.
+    api.include_router(routes_actions.settings_router, dependencies=authenticated)
+    api.include_router(routes_actions.router, dependencies=authenticated)
+    api.include_router(routes_campaigns.router, dependencies=authenticated)
+    api.include_router(routes_ops.router)
+    api.include_router(routes_ops.open_router)
+    # FastAPI's own routes are off (they would answer without a token); these are ours, authenticated.
+    api.openapi_url = "/openapi.json"
+    return api
+
+
+def create_app() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and ``api --workers N``: each worker process is an entry
+    point, so it reads the settings and configures logging itself."""
+    from worker.runtime.logging import configure_logging
+    from worker.runtime.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_api(App(settings), close_app=True)

@@ -1,0 +1,39 @@
+"""Bearer-token authentication: every route but ``/healthz`` and ``/metrics`` depends on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from storage.timefmt import now as utcnow
+from storage.tokens import authenticate
+from worker.api.errors import Unauthenticated
+from worker.pipeline.app import App
+
+bearer = HTTPBearer(auto_error=False, description="A token made with `campaign-dispatch tokens create --user ID`.")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The user a request's token belongs to: the owner of what it creates."""
+
+    user_id: int
+    email: str | None
+
+
+def service(request: Request) -> App:
+    """The process's App (engine, broker, store), made once at start."""
+    return request.app.state.service
+
+
+def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    """The authenticated caller; 401 for a missing, unknown or revoked token."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated()
+    with service(request).sessions.begin() as session:  # begin: last_used_at is written now and then
+        user = authenticate(session, credentials.credentials, utcnow())
+        if user is None:
+            raise Unauthenticated()
+        return Caller(user.id, user.email)

@@ -1,0 +1,92 @@
+"""Files, status, health, metrics and the API's own description."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import text
+from starlette.responses import Response
+
+from worker.api import schemas as s
+from worker.api.auth import caller, service
+from worker.api.responses import JSON
+from worker.pipeline import queries
+from worker.pipeline.app import App
+from worker.runtime.broker import is_memory
+
+router = APIRouter(dependencies=[Depends(caller)])
+open_router = APIRouter(tags=["operations"])  # no token: probes and scrapers
+
+
+@router.get("/files/{file_id}", tags=["files"], response_model=s.FileUrl,
+            responses={401: {"model": s.Message}, 404: {"model": s.Message}})
+def file_url(file_id: str, app: App = Depends(service)) -> JSON:
+    """A download URL of a stored file (an export, a letters ZIP, a preview), valid for 300 seconds."""
+    return JSON(queries.file_url(app, file_id))
+
+
+@router.get("/status", tags=["operations"], response_model=None, responses={401: {"model": s.Message}})
+def status(app: App = Depends(service)) -> JSON:
+    """Queue depths and the campaigns in flight with their progress (as `campaign-dispatch status --json`)."""
+    return JSON(queries.status(app))
+
+
+def health(app: App) -> dict[str, str]:
+    """One word (or the reason) per dependency the API needs: the database and the broker."""
+    checks: dict[str, str] = {}
+    try:
+        with app.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    if is_memory(app.settings.broker_url):
+        checks["broker"] = "ok"
+    else:
+        client = redis.Redis.from_url(app.settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+            checks["broker"] = "ok"
+        except redis.RedisError as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        finally:
+            client.close()
+    return checks
+
+
+@open_router.get("/healthz", response_model=s.Health,
+                 responses={503: {"model": s.Health}})
+def healthz(app: App = Depends(service)) -> JSON:
+    """200 when the database and the broker answer, else 503 naming which does not."""
+    checks = health(app)
+    return JSON(checks, status_code=200 if all(v == "ok" for v in checks.values()) else 503)
+
+
+@open_router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics() -> Response:
+    """Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request) -> JSON:
+    """This API's OpenAPI description."""
+    return JSON(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI with the description inlined (fetching it would need the token again)."""
+    spec = json.dumps(request.app.openapi()).replace("</", "<\\/")
+    return HTMLResponse(f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>campaign-dispatch API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{spec: {spec}, dom_id: "#ui"}});</script>
+</body></html>""")
