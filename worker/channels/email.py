@@ -50,9 +50,8 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
                 # The connection's slot is held until this is written: at most a pool of messages
                 # are ever accepted by the relay and not yet in the ledger (what a crash repeats).
                 outcome.sent.append((row.id, row.contact_id, html))
-                loop = asyncio.get_running_loop()
-                written = loop.create_future()
-                submitted.append(rounds.submit(outcome, then=lambda: loop.call_soon_threadsafe(_resolve, written)))
+                written = asyncio.get_running_loop().create_future()
+                submitted.append(rounds.submit(outcome, wake=written))
                 return written
             if isinstance(result, CampaignWideSmtpError):
                 faults.append(result)
@@ -75,8 +74,3 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
         if not go_on:
             return rest
     return []
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Protocol
 
 from storage.ledger import Claimed
@@ -40,9 +40,9 @@ class Rounds(Protocol):
 
     size: int  # how many recipients a round sends at most
 
-    def submit(self, outcomes: Outcomes, then: Callable[[], None] | None = None) -> object:
+    def submit(self, outcomes: Outcomes, wake: asyncio.Future | None = None) -> object:
         """Hand outcomes over to be written; returns at once (callable from the SMTP event loop);
-        ``then()`` is called, from another thread, once they are written."""
+        ``wake`` is resolved, in its own event loop, once they are written."""
 
     def settle(self, submitted: list) -> bool:
         """Wait until the submitted outcomes are written; False when the campaign stopped taking

@@ -10,6 +10,7 @@ unreachable, ``MAX_SEND_ERRORS`` failures) pauses it once with a sentence saying
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from functools import partial
@@ -86,11 +87,14 @@ class BatchRounds:
         self.status: str = CampaignStatus.SENDING
         self.held: set[int] = set()
 
-    def submit(self, outcomes: Outcomes, then: Callable[[], None] | None = None) -> Round:
+    def submit(self, outcomes: Outcomes, wake: asyncio.Future | None = None) -> Round:
         return self.app.recorder.submit(self.batch.campaign_id, outcomes, max_attempts=self.app.settings.max_attempts,
-                                        then=then)
+                                        wake=wake)
 
     def settle(self, submitted: list[Round]) -> bool:
+        # The status is read behind the round's outcomes, as of after they were written: a pause or
+        # cancel stops every thread after the round it had in flight.
+        asked = self.app.recorder.ask_status(self.batch.campaign_id)
         for item in submitted:
             written = self.app.recorder.wait(item)
             outcomes = written.outcomes
@@ -102,17 +106,14 @@ class BatchRounds:
             self.held.difference_update(row_id for row_id, *_ in outcomes.sent)
             self.held.difference_update(row_id for row_id, _ in outcomes.failed + outcomes.skipped)
             self.held.difference_update(row.id for row, _ in outcomes.transient)
-        # Read now, not cached: a pause or cancel stops every thread after the round it had in flight.
-        return self.still_sending()
+        self.status = self.app.recorder.wait(asked).status or CampaignStatus.CANCELLED
+        return self.status == CampaignStatus.SENDING
 
     def record(self, outcomes: Outcomes) -> bool:
         return self.settle([self.submit(outcomes)] if outcomes else [])
 
     def still_sending(self) -> bool:
-        with self.app.sessions() as session:
-            self.status = session.scalar(select(Campaign.status).where(Campaign.id == self.batch.campaign_id)) \
-                or CampaignStatus.CANCELLED
-        return self.status == CampaignStatus.SENDING
+        return self.settle([])
 
     def give_back(self, rows: list[Claimed]) -> None:
         """Rows claimed but not attempted: skipped when the campaign was cancelled, else pending again

@@ -12,22 +12,22 @@ database outage does not make the recipients' messages go out again later.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import dialect_insert
 from storage.ledger import Claimed, finish, release, touch_progress
-from storage.models import CampaignMessage
-from storage.statuses import RecipientStatus
+from storage.models import Campaign, CampaignMessage
+from storage.statuses import CampaignStatus, RecipientStatus
 from storage.timefmt import now as utcnow
 from worker.channels.outcomes import Outcomes
 
@@ -50,15 +50,30 @@ class Round:
     again: list[tuple[Claimed, str]] = field(default_factory=list)  # transient: pending again
     written: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    then: Callable[[], None] | None = None  # called (in the writer thread) once written or failed
+    wake: asyncio.Future | None = None  # resolved in its own event loop once written or failed
+    wants_status: bool = False  # read the campaign's status once the rounds before this one are written
+    status: str | None = None
 
-    def settled(self) -> None:
-        self.written.set()
-        if self.then is not None:
-            try:
-                self.then()
-            except RuntimeError:  # the sender's event loop is gone (closing): nobody waits there
-                pass
+
+def _settle(group: list[Round]) -> None:
+    """Tell the waiting threads, and the event loops waiting on ``wake`` futures: one wake-up per
+    loop for the whole group, not one per round (each costs a thread switch)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = defaultdict(list)
+    for item in group:
+        item.written.set()
+        if item.wake is not None:
+            by_loop[item.wake.get_loop()].append(item.wake)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, futures)
+        except RuntimeError:  # the sender's event loop is gone (closing): nobody waits there
+            pass
+
+
+def _resolve_all(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class OutcomeWriter:
@@ -74,11 +89,11 @@ class OutcomeWriter:
         self._conn = None  # the writer's connection
 
     def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
-               then: Callable[[], None] | None = None) -> Round:
+               wake: asyncio.Future | None = None, wants_status: bool = False) -> Round:
         """Queue outcomes for the writer thread and return at once (safe from an event loop);
-        ``Round.written`` is set, and ``then()`` called, once they are committed (or ``Round.error``
-        says why not)."""
-        item = Round(campaign_id, outcomes, max_attempts, then=then)
+        ``Round.written`` is set, and ``wake`` resolved in its loop, once they are committed (or
+        ``Round.error`` says why not)."""
+        item = Round(campaign_id, outcomes, max_attempts, wake=wake, wants_status=wants_status)
         with self._ready:
             self._queue.append(item)
             if self._thread is None:
@@ -86,6 +101,13 @@ class OutcomeWriter:
                 self._thread.start()
             self._ready.notify()
         return item
+
+    def ask_status(self, campaign_id: str) -> Round:
+        """Queue a read of the campaign's status behind everything submitted so far: once written,
+        ``Round.status`` is the status as of after those outcomes were committed, as a fresh read
+        then would give. The writer reads it in the transaction it writes anyway, once for all the
+        threads asking at that moment, instead of each thread reading it in a transaction of its own."""
+        return self.submit(campaign_id, Outcomes(), max_attempts=0, wants_status=True)
 
     def close(self) -> None:
         """Close the writer's connection (the workers are stopped: nothing is being written)."""
@@ -125,7 +147,7 @@ class OutcomeWriter:
                 if time.monotonic() + delay > deadline:
                     for item in group:
                         item.error = exc
-                        item.settled()
+                    _settle(group)
                     return
                 log.warning("deliver.record_retry", error=str(exc.orig or exc).splitlines()[0][:200],
                             rounds=len(group), retry_in=delay)
@@ -134,11 +156,10 @@ class OutcomeWriter:
             except BaseException as exc:  # noqa: BLE001 - a bug: each waiting thread raises it
                 for item in group:
                     item.error = exc
-                    item.settled()
+                _settle(group)
                 return
             else:
-                for item in group:
-                    item.settled()
+                _settle(group)
                 self._note_progress(group)
                 return
 
@@ -182,7 +203,7 @@ class OutcomeWriter:
         # Core statements on the writer's own connection, kept between writes: no session, no pool
         # checkout (and its ping) per transaction; the ORM's bulk paths cost more than the SQL.
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._sessions.kw["bind"].connect()
+            self._conn = self._connect()
         conn = self._conn
         try:
             with conn.begin():
@@ -195,6 +216,19 @@ class OutcomeWriter:
             # what this round brought to a final status (its rows, written above or by no one else)
             item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
                 + len(outcomes.transient) - len(item.again)
+
+    def _connect(self) -> Connection:
+        conn = self._sessions.kw["bind"].connect()
+        if conn.dialect.name == "postgresql":
+            # The sending connections wait for these commits (the slot hold), and a commit that waits
+            # for its WAL flush costs milliseconds. Without that wait a commit is durable against
+            # any crash of ours (the server has it); only a crash of the PostgreSQL server itself
+            # within ~0.6 s (3 x wal_writer_delay) could forget it, and then those recipients are
+            # taken again and get an identical message (the same Message-ID). Outcomes only: the
+            # claims, campaign transitions and everything else keep the server's setting.
+            conn.exec_driver_sql("SET synchronous_commit TO OFF")
+            conn.commit()
+        return conn
 
     def _write_on(self, conn: Connection, group: list[Round], now: datetime, archive: list[dict],
                   sent: dict[str | None, list[tuple[int, None]]], failed: list[tuple[int, str]],
@@ -213,4 +247,10 @@ class OutcomeWriter:
             by_reply[reply].append(row.id)
         for reply, ids in by_reply.items():
             release(conn, ids, now, reason=reply)
+        if asking := {item.campaign_id for item in group if item.wants_status}:
+            # Read after this group's writes, in their transaction: as fresh as a read of its own.
+            statuses = dict(conn.execute(select(Campaign.id, Campaign.status).where(Campaign.id.in_(asking))).all())
+            for item in group:
+                if item.wants_status:  # a campaign deleted meanwhile is as good as cancelled
+                    item.status = statuses.get(item.campaign_id, CampaignStatus.CANCELLED)
 
