@@ -39,8 +39,9 @@ def serve(app: App, host: str, port: int, workers: int = 1) -> None:
     build their own App from the environment."""
     sock = bind(host, port, "--port")
     if workers > 1:
-        config = _config("worker.api.app:create_app", factory=True, workers=workers)
-        uvicorn.Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(_config("worker.api.app:create_app", factory=True, workers=workers), sockets=[sock]).run()
         return
     uvicorn.Server(_config(create_api(app))).run(sockets=[sock])
 
