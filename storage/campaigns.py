@@ -108,14 +108,53 @@ def list_campaigns(
 
 def progress_of(session: Session, campaign: Campaign) -> dict[str, int]:
     """Counts from the ledger: ``total`` = sent + failed + skipped + pending (``sending`` is pending)."""
-    counts = dict(session.execute(
-        select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
-    ).all())
+    return progress_of_many(session, [campaign.id])[campaign.id]
+
+
+def progress_of_many(session: Session, campaign_ids: list[str]) -> dict[str, dict[str, int]]:
+    """``progress_of`` for several campaigns in one query."""
+    counts: dict[str, dict[str, int]] = {cid: {} for cid in campaign_ids}
+    if campaign_ids:
+        for cid, status, n in session.execute(
+                select(Recipient.campaign_id, Recipient.status, func.count())
+                .where(Recipient.campaign_id.in_(campaign_ids)).group_by(Recipient.campaign_id, Recipient.status)):
+            counts[cid][status] = n
+    return {cid: _progress(c) for cid, c in counts.items()}
+
+
+def _progress(counts: dict[str, int]) -> dict[str, int]:
     sent, failed, skipped = (counts.get(RecipientStatus.SENT, 0), counts.get(RecipientStatus.FAILED, 0),
                              counts.get(RecipientStatus.SKIPPED, 0))
     total = sum(counts.values())
     return {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
             "pending": total - sent - failed - skipped}
+
+
+def with_related(session: Session, campaigns: list[Campaign]) -> list[Any]:
+    """Load the users and templates ``campaign_to_seed`` reads for these campaigns in two queries.
+    The session's identity map keeps objects only while something refers to them: hold the
+    returned list while serialising, and each ``session.get`` is answered without SQL."""
+    user_ids = {c.user_id for c in campaigns if c.user_id is not None}
+    template_ids = {c.template_id for c in campaigns if c.template_id is not None}
+    held: list[Any] = []
+    if user_ids:
+        held += session.scalars(select(User).where(User.id.in_(user_ids))).all()
+    if template_ids:
+        held += session.scalars(select(Template).where(Template.id.in_(template_ids))).all()
+    return held
+
+
+def get_campaign_for_show(session: Session, campaign_id: str) -> tuple[Campaign, list[Any]]:
+    """``get_campaign`` with its user and template in the same query; hold the list while serialising."""
+    try:
+        key = str(uuid.UUID(str(campaign_id)))
+    except ValueError:
+        raise NotFound(f"campaign {campaign_id} not found") from None
+    row = session.execute(select(Campaign, User, Template).outerjoin(User, User.id == Campaign.user_id)
+                          .outerjoin(Template, Template.id == Campaign.template_id).where(Campaign.id == key)).first()
+    if row is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return row[0], [row[1], row[2]]
 
 
 def stored_progress(campaign: Campaign) -> dict[str, int]:

@@ -67,8 +67,12 @@ def authenticate(session: Session, secret: Any, now: datetime) -> User | None:
     if not isinstance(secret, str) or not secret.startswith(PREFIX) or len(secret) > MAX_LENGTH:
         return None
     digest = hash_token(secret)
-    token = session.execute(select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
-    if token is None or not hmac.compare_digest(token.token_hash, digest) or token.revoked_at is not None:
+    row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                          .where(ApiToken.token_hash == digest)).first()  # one round trip for both
+    if row is None:
+        return None
+    token, user = row
+    if not hmac.compare_digest(token.token_hash, digest) or token.revoked_at is not None:
         return None
     if token.last_used_at is None or token.last_used_at <= now - TOUCH_EVERY:
         # Conditional, so concurrent requests of one client write it once between them.
@@ -80,7 +84,7 @@ def authenticate(session: Session, secret: Any, now: datetime) -> User | None:
             .execution_options(synchronize_session=False)
         )
         set_committed_value(token, "last_used_at", now)  # already written: not dirty, no second UPDATE
-    return session.get(User, token.user_id)
+    return user
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

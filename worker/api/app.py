@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from worker.api import routes_actions, routes_campaigns, routes_ops
@@ -25,6 +26,8 @@ def create_api(app: App, *, close_app: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The endpoints run in threads; no more of them at once than the database pool has connections.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = app.settings.db_pool_size
         try:
             yield
         finally:

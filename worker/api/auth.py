@@ -23,7 +23,7 @@ class Caller:
     email: str | None
 
 
-def service(request: Request) -> App:
+async def service(request: Request) -> App:
     """The process's App (engine, broker, store), made once at start."""
     return request.app.state.service
 
@@ -32,7 +32,7 @@ def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = 
     """The authenticated caller; 401 for a missing, unknown or revoked token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated()
-    with service(request).sessions.begin() as session:  # begin: last_used_at is written now and then
+    with request.app.state.service.sessions.begin() as session:  # begin: last_used_at is written now and then
         user = authenticate(session, credentials.credentials, utcnow())
         if user is None:
             raise Unauthenticated()

@@ -49,7 +49,9 @@ class App:
 
     @cached_property
     def engine(self) -> Engine:
-        engine = make_engine(self.settings.database_url)
+        # Connections kept open: enough for every thread of a worker or of the API at once, so none
+        # is opened and closed per request (10 more may open for a burst).
+        engine = make_engine(self.settings.database_url, pool_size=self.settings.db_pool_size, max_overflow=10)
         self._closers.append(engine.dispose)
         return engine
 

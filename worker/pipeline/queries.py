@@ -68,16 +68,17 @@ def list_campaigns(app: App, *, status: str | None = None, type: str | None = No
         rows, total = repo.list_campaigns(session, status=status, type=type, teams=team_ids, search=search,
                                           page=page, per_page=per_page)
         query = {"status": status, "type": type, "teams": teams, "search": search}
+        held = repo.with_related(session, rows)  # noqa: F841 - keeps users and templates in the session
         # Campaigns in flight count their ledger; the others show the counters kept at finalise.
-        return {"data": [repo.campaign_to_seed(session, c, repo.progress_of(session, c)
-                                               if c.status in IN_FLIGHT else None) for c in rows],
+        live = repo.progress_of_many(session, [c.id for c in rows if c.status in IN_FLIGHT])
+        return {"data": [repo.campaign_to_seed(session, c, live.get(c.id)) for c in rows],
                 "pagination": pagination(total, page, per_page, "/campaigns", query, base_url)}
 
 
 def show_campaign(app: App, campaign_id: str) -> dict:
     """GET /campaigns/:id, with status and progress counted from the ledger."""
     with app.sessions() as session:
-        campaign = repo.get_campaign(session, campaign_id)
+        campaign, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
         return repo.campaign_to_seed(session, campaign, repo.progress_of(session, campaign))
 
 
