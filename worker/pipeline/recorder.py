@@ -126,14 +126,18 @@ class OutcomeWriter:
         return item
 
     def _run(self) -> None:
-        # Whatever was submitted while the last write ran, or within LINGER of the first waiting
-        # outcome, is written together: under load a transaction holds the outcomes of many sends.
+        # Whatever was submitted while the last write ran (or, when no connection waits on it, within
+        # LINGER of the first waiting outcome) is written together: under load a transaction holds
+        # the outcomes of many sends.
         while True:
             with self._ready:
                 while not self._queue:
                     self._ready.wait()
                 until = time.monotonic() + LINGER
-                while len(self._queue) < GROUP and (left := until - time.monotonic()) > 0:
+                # No lingering while a connection waits for its message to be recorded (``wake``):
+                # its slot is held, so waiting for company would idle the relay connection.
+                while (len(self._queue) < GROUP and not any(item.wake for item in self._queue)
+                       and (left := until - time.monotonic()) > 0):
                     self._ready.wait(left)
                 group, self._queue = self._queue, []
             self._write_retrying(group)
