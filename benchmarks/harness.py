@@ -138,8 +138,29 @@ def cpu_snapshot() -> tuple[int, dict[int, tuple[int, int, str]]]:
     return busy, procs
 
 
-def cpu_by_role(before: tuple, after: tuple, seconds: float, supervisor: int, sink: int) -> dict:
-    """CPU seconds each role used between two snapshots, and what the rest of the machine used."""
+def reaped_cpu_s(pid: int) -> float:
+    """CPU seconds of the children ``pid`` has waited for (/proc cutime + cstime): what processes that
+    exited used, which no snapshot of /proc sees (PostgreSQL backends of closed connections: the
+    postmaster's)."""
+    try:
+        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(rest[13]) + int(rest[14])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def postmaster_pid(snapshot: tuple) -> int | None:
+    """The PostgreSQL server's main process in a ``cpu_snapshot``: a postgres whose parent is not one."""
+    procs = snapshot[1]
+    return next((pid for pid, (_, ppid, comm) in procs.items()
+                 if comm.startswith("postgres") and not procs.get(ppid, (0, 0, ""))[2].startswith("postgres")), None)
+
+
+def cpu_by_role(before: tuple, after: tuple, seconds: float, supervisor: int, sink: int | None, *,
+                supervisor_role: str = "workers", sink_role: str = "smtp-sink",
+                self_role: str = "benchmark (scheduler, sampler)") -> dict:
+    """CPU seconds each role used between two snapshots, and what the rest of the machine used:
+    ``supervisor`` and its descendants, the ``sink`` process, this process, PostgreSQL, Redis."""
     (busy0, p0), (busy1, p1) = before, after
 
     def role(pid: int) -> str:
@@ -147,7 +168,7 @@ def cpu_by_role(before: tuple, after: tuple, seconds: float, supervisor: int, si
         while pid not in seen and pid in p1:
             seen.add(pid)
             if pid == supervisor:
-                return "workers"
+                return supervisor_role
             pid = p1[pid][1]
         return ""
 
@@ -157,7 +178,7 @@ def cpu_by_role(before: tuple, after: tuple, seconds: float, supervisor: int, si
         delta = jiffies - p0.get(pid, (0,))[0]
         if delta <= 0:
             continue
-        name = (role(pid) or ("benchmark (scheduler, sampler)" if pid == os.getpid() else "smtp-sink" if pid == sink
+        name = (role(pid) or (self_role if pid == os.getpid() else sink_role if pid == sink
                 else "postgres" if comm.startswith("postgres") else "redis" if comm.startswith("redis") else ""))
         (used if name else others)[name or comm] += delta
     machine = (busy1 - busy0) / TICK
@@ -233,14 +254,15 @@ def start_workers(args: argparse.Namespace, env: dict, log_path: Path) -> subpro
                             start_new_session=True)
 
 
-def stop_workers(proc: subprocess.Popen) -> None:
-    """SIGTERM to the supervisor (which stops its children); SIGKILL its process group after 45 s."""
+def stop_workers(proc: subprocess.Popen, what: str = "workers") -> None:
+    """SIGTERM to the supervisor (which stops its children); SIGKILL its process group after 45 s.
+    Any supervisor started in a session of its own (``start_new_session``): ``what`` names it in the log."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(45)
         except subprocess.TimeoutExpired:
-            log("workers did not stop within 45 s: killing their process group")
+            log(f"{what} did not stop within 45 s: killing their process group")
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group we started, if any
     except ProcessLookupError:
@@ -290,6 +312,25 @@ def wait_listening(port: int, seconds: float, interval: float, proc: subprocess.
     return False
 
 
+def wait_http_ok(url: str, seconds: float, interval: float, proc: subprocess.Popen | None = None) -> bool:
+    """Whether ``GET url`` answers 200 within ``seconds`` (False as soon as ``proc`` exits)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):  # refused while starting, 503 while a dependency is down
+            pass
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(interval)
+    return False
+
+
 def terminate(proc: subprocess.Popen, grace: float) -> None:
     """SIGTERM, and SIGKILL when it has not exited after ``grace`` s."""
     proc.terminate()
@@ -306,27 +347,41 @@ INSTALL = ("apt-get update && echo 'postfix postfix/main_mailer_type select No c
            "--no-install-recommends postfix")
 
 
-def ensure_smtp_sink() -> str:
-    """The smtp-sink binary, installing Debian's postfix (without starting its daemon) if needed."""
-    if os.access(SINK, os.X_OK):
-        return SINK
+def apt_command(package: str) -> str:
+    """The command that installs one Debian package (no recommends, no questions)."""
+    return f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {package}"
+
+
+def ensure_installed(binary: str, install: str, note: str = "") -> bool:
+    """Whether ``binary`` is there, after running ``install`` (as root, with apt-get) if it was not.
+    Package scripts start no daemon meanwhile. Says why on stderr when it is still missing."""
+    if os.access(binary, os.X_OK):
+        return True
+    name = Path(binary).name
     if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
-        print(f"smtp-sink is missing; install it with (as root):\n  {INSTALL}", file=sys.stderr)
-        sys.exit(2)
-    log("smtp-sink is missing: installing Debian's postfix (its daemon is not started)")
-    # policy-rc.d exit 101 keeps the package scripts from starting the postfix daemon.
+        print(f"{name} is missing; install it with (as root):\n  {install}", file=sys.stderr)
+        return False
+    log(f"{name} is missing: installing it{note}")
+    # policy-rc.d exit 101 keeps the package scripts from starting daemons (postfix's).
     policy = Path("/usr/sbin/policy-rc.d")
     created = not policy.exists()
     if created:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     try:
-        subprocess.run(["bash", "-c", INSTALL], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", "-c", install], check=False, stdout=subprocess.DEVNULL)
     finally:
         if created:
             policy.unlink()
-    if not os.access(SINK, os.X_OK):
-        print(f"could not install smtp-sink; run:\n  {INSTALL}", file=sys.stderr)
+    if not os.access(binary, os.X_OK):
+        print(f"could not install {name}; run:\n  {install}", file=sys.stderr)
+        return False
+    return True
+
+
+def ensure_smtp_sink() -> str:
+    """The smtp-sink binary, installing Debian's postfix (without starting its daemon) if needed."""
+    if not ensure_installed(SINK, INSTALL, " (Debian's postfix; its daemon is not started)"):
         sys.exit(2)
     return SINK
 
