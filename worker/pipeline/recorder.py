@@ -207,7 +207,7 @@ class OutcomeWriter:
         # Core statements on the writer's own connection, kept between writes: no session, no pool
         # checkout (and its ping) per transaction; the ORM's bulk paths cost more than the SQL.
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._connect()
+            self._conn = self._sessions.kw["bind"].connect()
         conn = self._conn
         try:
             with conn.begin():
@@ -220,19 +220,6 @@ class OutcomeWriter:
             # what this round brought to a final status (its rows, written above or by no one else)
             item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
                 + len(outcomes.transient) - len(item.again)
-
-    def _connect(self) -> Connection:
-        conn = self._sessions.kw["bind"].connect()
-        if conn.dialect.name == "postgresql":
-            # The sending connections wait for these commits (the slot hold), and a commit that waits
-            # for its WAL flush costs milliseconds. Without that wait a commit is durable against
-            # any crash of ours (the server has it); only a crash of the PostgreSQL server itself
-            # within ~0.6 s (3 x wal_writer_delay) could forget it, and then those recipients are
-            # taken again and get an identical message (the same Message-ID). Outcomes only: the
-            # claims, campaign transitions and everything else keep the server's setting.
-            conn.exec_driver_sql("SET synchronous_commit TO OFF")
-            conn.commit()
-        return conn
 
     def _write_on(self, conn: Connection, group: list[Round], now: datetime, archive: list[dict],
                   sent: dict[str | None, list[tuple[int, None]]], failed: list[tuple[int, str]],

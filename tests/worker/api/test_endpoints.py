@@ -161,3 +161,38 @@ def test_status_healthz_metrics_openapi(api: Served):
     assert "swagger-ui" in api.client.get("/docs").text
     status = api.client.get("/status").json()
     assert {q["queue"] for q in status["queues"]} == {"campaigns", "delivery", "default"}
+
+
+def test_letters_url_over_http_once_the_zip_exists(pg_db, redis_url, smtp_server, s3_env, s3_bucket):
+    """A letter campaign created over HTTP: 409 until its ZIP exists, then a presigned URL valid 300 s."""
+    import io
+    import zipfile
+    from urllib.parse import parse_qs, urlparse
+
+    import httpx
+
+    from tests.e2e import contact, drive, in_process_worker, load, make_app
+    from tests.worker.api.conftest import serve
+    from tests.worker.test_letters_e2e import letter_bundle, letter_payload
+
+    app = make_app(pg_db, redis_url, smtp_server.url, storage_url=f"s3://{s3_bucket}/letters")
+    load(app, letter_bundle([contact(i, address=f"Street {i}", city="Aarhus") for i in range(3)]))
+    try:
+        for served in serve(app):
+            created = served.client.post("/campaigns", json=letter_payload(execute_now=False,
+                                                                            send_at="2099-01-01 00:00:00"))
+            assert created.status_code == 201, created.text
+            campaign_id = created.json()["id"]
+            assert served.client.get(f"/campaigns/{campaign_id}/letters").status_code == 409
+            assert served.client.post(f"/campaigns/{campaign_id}/send").status_code == 200
+            with in_process_worker(app):
+                assert drive(app, campaign_id) == "completed"
+            answer = served.client.get(f"/campaigns/{campaign_id}/letters")
+            assert answer.status_code == 200, answer.text
+            url = answer.json()["url"]
+            query = parse_qs(urlparse(url).query)
+            assert query.get("X-Amz-Expires") == ["300"]
+            archive = zipfile.ZipFile(io.BytesIO(httpx.get(url).content))
+            assert len(archive.namelist()) == 3
+    finally:
+        app.close()
