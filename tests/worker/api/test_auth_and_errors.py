@@ -105,3 +105,23 @@ def test_an_unexpected_fault_is_500_without_traceback(tmp_path, redis_url):
             assert "Traceback" not in answer.text and "sqlite" not in answer.text.lower()
     finally:
         app.close()
+
+
+def test_every_route_but_health_and_metrics_refuses_a_request_without_token(api: Served):
+    """Each endpoint authenticates itself (in the thread doing its work): none may forget to."""
+    import re
+
+    client = api.anonymous()
+    spec = api.client.get("/openapi.json").json()
+    routes = [(method.upper(), path) for path, item in spec["paths"].items() for method in item]
+    routes += [("GET", "/openapi.json"), ("GET", "/docs")]  # not in the description, authenticated too
+    checked = 0
+    for method, path in routes:
+        if path in ("/healthz", "/metrics"):
+            continue
+        answer = client.request(method, re.sub(r"\{[^}]+\}", "1", path),
+                                json={} if method in ("POST", "PUT") else None)
+        assert answer.status_code == 401, (method, path, answer.status_code)
+        checked += 1
+    assert checked >= 27
+    assert campaigns_count(api) == 0
