@@ -88,3 +88,21 @@ def drive(app: App, campaign_id: str, timeout: float = 60.0) -> str:
             return status
         time.sleep(0.1)
     raise AssertionError(f"campaign {campaign_id} not final after {timeout}s (status {status})")
+
+
+def api_client(port: int, token: str, process, timeout: float = 30.0):
+    """An httpx client with ``token`` for the API a subprocess serves on ``port``, once ``/healthz``
+    answers 200 (the process must not exit meanwhile)."""
+    import httpx
+
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return client
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stderr.read()[-2000:] if process.stderr else "the API exited"
+        assert time.monotonic() < deadline, "the API did not come up"
+        time.sleep(0.2)

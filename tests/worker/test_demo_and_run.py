@@ -76,8 +76,7 @@ def test_run_sends_a_campaign_created_through_the_cli(tmp_path):
 
 def test_run_serves_the_api_and_sends_what_it_creates(tmp_path):
     """One process on the embedded default answers HTTP and sends: the seed's create, then show."""
-    import httpx
-
+    from tests.e2e import api_client
     from tests.smtpserver import free_port
 
     env = _env(SCHEDULER_INTERVAL="0.3")
@@ -92,16 +91,7 @@ def test_run_serves_the_api_and_sends_what_it_creates(tmp_path):
     service = subprocess.Popen([*CLI, "run", "--threads", "2", "--api-port", str(port)], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.2)
+        client = api_client(port, token, service)
         created = client.post("/campaigns", json=email_payload())  # execute_now
         assert created.status_code == 201, created.text
         deadline, status = time.monotonic() + 60, None

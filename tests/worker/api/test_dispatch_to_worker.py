@@ -37,8 +37,7 @@ def test_execute_now_over_http_is_sent_by_a_worker_process(api: Served, smtp_ser
 
 def test_api_command_with_two_worker_processes(api: Served):
     """`campaign-dispatch api --workers 2` as an operator starts it: both processes answer, SIGTERM stops them."""
-    import httpx
-
+    from tests.e2e import api_client
     from tests.smtpserver import free_port
 
     port = free_port()
@@ -48,16 +47,7 @@ def test_api_command_with_two_worker_processes(api: Served):
                                "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {api.token}"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
-            time.sleep(0.2)
+        client = api_client(port, api.token, server)
         created = client.post("/campaigns", json=email_payload(execute_now=False, send_at="2099-01-01 00:00:00"))
         assert created.status_code == 201, created.text
         assert all(client.get(f"/campaigns/{created.json()['id']}").status_code == 200 for _ in range(20))
