@@ -35,6 +35,8 @@ def create_api(app: App, *, close_app: bool = False) -> FastAPI:
                 app.close()
 
     api = FastAPI(title="campaign-dispatch", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  # FastAPI's own /openapi.json and /docs would answer without a token: routes_ops has
+                  # authenticated ones.
                   default_response_class=JSON, openapi_url=None, docs_url=None, redoc_url=None)
     api.state.service = app
     install_error_handlers(api)
@@ -46,8 +48,6 @@ def create_api(app: App, *, close_app: bool = False) -> FastAPI:
     api.include_router(routes_campaigns.router, dependencies=authenticated)
     api.include_router(routes_ops.router)
     api.include_router(routes_ops.open_router)
-    # FastAPI's own routes are off (they would answer without a token); these are ours, authenticated.
-    api.openapi_url = "/openapi.json"
     return api
 
 

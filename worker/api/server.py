@@ -28,7 +28,7 @@ def bind(host: str, port: int, option: str) -> socket.socket:
     return sock
 
 
-def _config(target, **kwargs) -> uvicorn.Config:
+def _config(target: object, **kwargs: object) -> uvicorn.Config:
     # Our logging (structlog) stays in charge; per-request access lines are the proxy's job.
     return uvicorn.Config(target, log_config=None, access_log=False, proxy_headers=True,
                           server_header=False, **kwargs)
