@@ -14,6 +14,13 @@ from worker.api.errors import BodyLimit, install_error_handlers
 from worker.api.responses import JSON
 from worker.pipeline.app import App
 
+# Where endpoints run: cheap, bounded reads (show a campaign, a page of the list, one message, the
+# settings, a file URL, an export's state) are ``async def`` and query on the event loop, a few ms
+# of blocking that costs less than a thread hand-off each way (benchmarks/api_load.py: show 286 ->
+# 481 req/s, p99 263 -> 138 ms). Everything that can take long (validation with template checks,
+# rendering previews, searching recipients, exports, long task lists, health probes with timeouts)
+# stays ``def`` and runs in the thread pool, so it never holds up the other requests.
+
 DESCRIPTION = """The Campaigns API: email, letter and telephone campaigns with a recipient filter, a
 template and a `send_at`, sent exactly once by the workers this API hands them to.
 

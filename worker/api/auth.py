@@ -1,4 +1,10 @@
-"""Bearer-token authentication: every route but ``/healthz`` and ``/metrics`` depends on it."""
+"""Bearer-token authentication: every route but ``/healthz`` and ``/metrics`` depends on it.
+
+The dependencies are ``async`` and the token lookup (one indexed query) runs on the event loop:
+a sync dependency would cost a hand-off to the thread pool and back on every request, which
+measured more than the query itself. Each API process serves requests concurrently in its thread
+pool for the endpoints that can take long (see ``worker.api.app``).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ async def service(request: Request) -> App:
     return request.app.state.service
 
 
-def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
     """The authenticated caller; 401 for a missing, unknown or revoked token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated()

@@ -16,7 +16,7 @@ settings_router = APIRouter(prefix="/campaigns/settings", tags=["settings"])
 
 
 @settings_router.get("", response_model=s.Settings, responses={401: {"model": s.Message}})
-def show_settings(app: App = Depends(service)) -> JSON:
+async def show_settings(app: App = Depends(service)) -> JSON:
     """The sending domain (or slug) and the consent settings."""
     return JSON(queries.show_settings(app))
 

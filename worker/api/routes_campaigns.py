@@ -28,7 +28,7 @@ def body(payload: s.Open) -> dict:
 
 
 @router.get("", response_model=s.CampaignPage, responses={**ERRORS, 422: {"model": s.Invalid}})
-def list_campaigns(request: Request, status: str | None = None, type: str | None = None, teams: str | None = None,
+async def list_campaigns(request: Request, status: str | None = None, type: str | None = None, teams: str | None = None,
                    search: str | None = None, page: int = 1, per_page: int = 15,
                    app: App = Depends(service)) -> JSON:
     """Campaigns, newest first: filter by `status`, `type`, `teams` (comma-separated ids), `search` (name)."""
@@ -44,7 +44,7 @@ def create_campaign(payload: s.CampaignIn, who: Caller = Depends(caller), app: A
 
 
 @router.get("/{campaign_id}", response_model=s.Campaign, responses={**ERRORS})
-def show_campaign(campaign_id: str, app: App = Depends(service)) -> JSON:
+async def show_campaign(campaign_id: str, app: App = Depends(service)) -> JSON:
     """A campaign, with `status`, `progress` and, when it stopped on a fault, `error`."""
     return JSON(queries.show_campaign(app, campaign_id))
 
@@ -79,14 +79,14 @@ def list_messages(request: Request, campaign_id: str, page: int = 1, per_page: i
 
 @router.get("/{campaign_id}/messages/{message_id}", response_model=s.CampaignMessage,
             responses={**ERRORS})
-def show_message(campaign_id: str, message_id: int, app: App = Depends(service)) -> JSON:
+async def show_message(campaign_id: str, message_id: int, app: App = Depends(service)) -> JSON:
     """The content sent to one contact."""
     return JSON(queries.message(app, campaign_id, message_id))
 
 
 @router.get("/{campaign_id}/letters", response_model=s.Url,
             responses={**ERRORS, **CONFLICT})
-def letters(campaign_id: str, app: App = Depends(service)) -> JSON:
+async def letters(campaign_id: str, app: App = Depends(service)) -> JSON:
     """A fresh URL to the ZIP of the letters, valid for 300 seconds (409 until the ZIP is made)."""
     return JSON(queries.letters_url(app, campaign_id))
 
@@ -108,7 +108,7 @@ def export(campaign_id: str, app: App = Depends(service)) -> JSON:
 
 @router.get("/{campaign_id}/recipients/export/{export_id}", response_model=s.ExportState,
             responses={**ERRORS})
-def export_status(campaign_id: str, export_id: str, app: App = Depends(service)) -> JSON:
+async def export_status(campaign_id: str, export_id: str, app: App = Depends(service)) -> JSON:
     """`pending`, `failed` (with a `reason`) or `done` with the `file_id` to download (`GET /files/{id}`)."""
     return JSON(queries.export_status(app, campaign_id, export_id))
 

@@ -23,7 +23,7 @@ open_router = APIRouter(tags=["operations"])  # no token: probes and scrapers
 
 @router.get("/files/{file_id}", tags=["files"], response_model=s.FileUrl,
             responses={401: {"model": s.Message}, 404: {"model": s.Message}})
-def file_url(file_id: str, app: App = Depends(service)) -> JSON:
+async def file_url(file_id: str, app: App = Depends(service)) -> JSON:
     """A download URL of a stored file (an export, a letters ZIP, a preview), valid for 300 seconds."""
     return JSON(queries.file_url(app, file_id))
 
@@ -74,7 +74,7 @@ def metrics() -> Response:
 
 
 @router.get("/openapi.json", include_in_schema=False)
-def openapi(request: Request) -> JSON:
+async def openapi(request: Request) -> JSON:
     """This API's OpenAPI description."""
     return JSON(request.app.openapi())
 
