@@ -26,6 +26,9 @@ def make_engine(url: str, **kwargs) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # An unreachable server (not a refused port) would otherwise hold a connect for the OS's TCP
+    # timeout, minutes; the API checks tokens on its event loop, so a connect must give up sooner.
+    kwargs.setdefault("connect_args", {"connect_timeout": 10})
     return create_engine(url, **kwargs)
 
 
