@@ -17,13 +17,17 @@ from storage.serialize import template_to_seed, user_to_seed
 from storage.timefmt import fmt
 from storage.validation import CampaignInput
 
-def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False) -> Campaign:
-    """The campaign with this id, or NotFound (also for ids that are not UUIDs)."""
+def _key(campaign_id: str) -> str:
+    """The id in its stored form; NotFound for an id that is no UUID."""
     try:
-        key = str(uuid.UUID(str(campaign_id)))
+        return str(uuid.UUID(str(campaign_id)))
     except ValueError:
         raise NotFound(f"campaign {campaign_id} not found") from None
-    campaign = session.get(Campaign, key, with_for_update=for_update)
+
+
+def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False) -> Campaign:
+    """The campaign with this id, or NotFound (also for ids that are not UUIDs)."""
+    campaign = session.get(Campaign, _key(campaign_id), with_for_update=for_update)
     if campaign is None:
         raise NotFound(f"campaign {campaign_id} not found")
     return campaign
@@ -146,12 +150,9 @@ def with_related(session: Session, campaigns: list[Campaign]) -> list[Any]:
 
 def get_campaign_for_show(session: Session, campaign_id: str) -> tuple[Campaign, list[Any]]:
     """``get_campaign`` with its user and template in the same query; hold the list while serialising."""
-    try:
-        key = str(uuid.UUID(str(campaign_id)))
-    except ValueError:
-        raise NotFound(f"campaign {campaign_id} not found") from None
     row = session.execute(select(Campaign, User, Template).outerjoin(User, User.id == Campaign.user_id)
-                          .outerjoin(Template, Template.id == Campaign.template_id).where(Campaign.id == key)).first()
+                          .outerjoin(Template, Template.id == Campaign.template_id)
+                          .where(Campaign.id == _key(campaign_id))).first()
     if row is None:
         raise NotFound(f"campaign {campaign_id} not found")
     return row[0], [row[1], row[2]]

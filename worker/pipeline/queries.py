@@ -19,13 +19,13 @@ from storage.recipients import list_recipients
 from storage.serialize import pagination, user_to_seed
 from storage.statuses import IN_FLIGHT, CampaignStatus
 from storage.timefmt import fmt
+from storage.validation import TYPES
 from worker.pipeline.app import App
 from worker.pipeline.exports import export_to_seed, get_export
 from worker.pipeline.status import status_report
 
 STATUSES = (*(s.value for s in CampaignStatus), "sent")
 """The values ``list_campaigns`` filters on (``sent`` means completed, as in the seed)."""
-TYPES = ("email", "letter", "telephone")
 MAX_PER_PAGE = 500
 
 
