@@ -22,8 +22,8 @@ def _contact(last_name: str, **fields) -> Contact:
                    consent={}, **fields)
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys, db_url, sessions):
+def seed_catalogue(sessions) -> None:
+    """Settings, users 1, 2, 4, 10 and 34, an email (2) and a letter (3) template, the relations path."""
     with sessions.begin() as s:
         s.add(CampaignSettings(id=1, domain_slug="acme", consent_custom=True,
                                unsubscribe_url="https://acme.example/unsubscribe"))
@@ -34,6 +34,11 @@ def cli(monkeypatch, capsys, db_url, sessions):
         s.add(Template(id=3, type="letter", company_id=1, title="Letter template", user_id=1,
                        content="<html><body>{{ content }}</body></html>"))
         s.add(RelationsPath(id=RELATIONS_PATH, name="Default"))
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, db_url, sessions):
+    seed_catalogue(sessions)
     return CliRunner(monkeypatch, capsys, DATABASE_URL=db_url)
 
 

@@ -4,13 +4,12 @@ on both databases)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from storage.models import CampaignSettings, RelationsPath, Template, User
+from storage.models import Template
 from tests.cli import CliRunner
-from tests.seed_payloads import RELATIONS_PATH, create_payload, update_payload
+from tests.seed_payloads import create_payload, update_payload
+from tests.worker.test_campaigns_cli import _write, seed_catalogue
 
 UNSAFE_WRAPPER_ID = 5
 
@@ -22,23 +21,11 @@ def db_url(sqlite_url):
 
 @pytest.fixture
 def cli(monkeypatch, capsys, db_url, sessions):
+    seed_catalogue(sessions)
     with sessions.begin() as s:
-        s.add(CampaignSettings(id=1, domain_slug="acme", consent_custom=True,
-                               unsubscribe_url="https://acme.example/unsubscribe"))
-        for uid in (1, 4, 10, 34):
-            s.add(User(id=uid, first_name=f"U{uid}", last_name="Doe", email=f"u{uid}@acme.example", team_id=1))
-        s.add(Template(id=2, type="email", company_id=1, title="Email template", user_id=1,
-                       content="<html><body>{{ content }}</body></html>"))
         s.add(Template(id=UNSAFE_WRAPPER_ID, type="email", company_id=1, title="Unsafe template", user_id=1,
                        content="<html><body>{{ content }}{{ range(10**9) }}</body></html>"))
-        s.add(RelationsPath(id=RELATIONS_PATH, name="Default"))
     return CliRunner(monkeypatch, capsys, DATABASE_URL=db_url)
-
-
-def _write(tmp_path, payload, name="payload.json") -> str:
-    path = tmp_path / name
-    path.write_text(json.dumps(payload))
-    return str(path)
 
 
 def _create(cli, tmp_path, **message):
