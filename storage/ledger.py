@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Integer
 
-from storage.addresses import EMAIL_PG, is_email
+from storage.addresses import EMAIL_PG, MAX_LENGTH, MAX_LOCAL, is_email
 from storage.db import dialect_insert
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
@@ -36,7 +36,10 @@ class valid_email(FunctionElement):  # noqa: N801 - SQL function style
 @compiles(valid_email, "postgresql")
 def _valid_email_pg(element, compiler, **kw):
     (arg,) = list(element.clauses)
-    return f"({compiler.process(arg, **kw)} ~ {compiler.process(literal(EMAIL_PG), **kw)})"
+    column = compiler.process(arg, **kw)
+    # the lengths first (cheap), as storage.addresses.is_email checks them
+    return (f"(char_length({column}) <= {MAX_LENGTH} AND strpos({column}, '@') BETWEEN 2 AND {MAX_LOCAL + 1}"
+            f" AND {column} ~ {compiler.process(literal(EMAIL_PG), **kw)})")
 
 
 @compiles(valid_email, "sqlite")

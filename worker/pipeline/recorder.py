@@ -17,16 +17,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
-from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import dialect_insert
-from storage.ledger import Claimed, finish, release, touch_progress
-from storage.models import Campaign, CampaignMessage
+from storage.ledger import Claimed, touch_progress
+from storage.outcome_writes import OutcomeRows, prepare_connection, write_outcomes
 from storage.statuses import CampaignStatus, RecipientStatus
 from storage.timefmt import now as utcnow
 from worker.channels.outcomes import Outcomes
@@ -85,7 +83,6 @@ class OutcomeWriter:
         self._queue: list[Round] = []
         self._thread: threading.Thread | None = None
         self._noted: dict[str, float] = {}  # campaign id -> when its progress was last noted (monotonic)
-        self._archive = None  # the archive INSERT, built once
         self._conn = None  # the writer's connection
 
     def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
@@ -185,33 +182,32 @@ class OutcomeWriter:
         self._noted.update((cid, clock) for cid in due)
 
     def _write(self, group: list[Round]) -> None:
-        """One transaction for the whole group, and one statement per kind of outcome (not per round):
-        a statement costs about as much for one row as for fifty."""
+        """One write for the whole group (one statement on PostgreSQL), not one per round: a write
+        costs about as much for one row as for fifty."""
         now = utcnow()
-        archive: list[dict] = []
-        sent: dict[str | None, list[tuple[int, None]]] = defaultdict(list)  # by artifact key
-        failed: list[tuple[int, str]] = []
-        skipped: list[tuple[int, str]] = []
-        again: list[tuple[Claimed, str]] = []
+        rows = OutcomeRows()
         for item in group:
             outcomes = item.outcomes
             item.again = [(row, reply) for row, reply in outcomes.transient if row.attempts < item.max_attempts]
-            failed += outcomes.failed + [(row.id, f"gave up after {row.attempts} attempts: {reply}")
-                                         for row, reply in outcomes.transient if row.attempts >= item.max_attempts]
-            skipped += outcomes.skipped
-            again += item.again
-            sent[outcomes.artifact_key] += [(row_id, None) for row_id, _, _ in outcomes.sent]
-            archive += [{"campaign_id": item.campaign_id, "contact_id": contact_id, "content": content,
-                         "created_at": now, "updated_at": now}
-                        for _, contact_id, content in outcomes.sent if content is not None]  # telephone: none
-        # Core statements on the writer's own connection, kept between writes: no session, no pool
-        # checkout (and its ping) per transaction; the ORM's bulk paths cost more than the SQL.
+            rows.final += [(row_id, RecipientStatus.SENT, None, outcomes.artifact_key)
+                           for row_id, _, _ in outcomes.sent]
+            rows.final += [(row_id, RecipientStatus.FAILED, reason, None) for row_id, reason in outcomes.failed]
+            rows.final += [(row.id, RecipientStatus.FAILED, f"gave up after {row.attempts} attempts: {reply}", None)
+                           for row, reply in outcomes.transient if row.attempts >= item.max_attempts]
+            rows.final += [(row_id, RecipientStatus.SKIPPED, reason, None) for row_id, reason in outcomes.skipped]
+            rows.again += [(row.id, reply) for row, reply in item.again]
+            rows.archive += [(item.campaign_id, contact_id, content)
+                             for _, contact_id, content in outcomes.sent if content is not None]  # telephone: none
+            if item.wants_status:
+                rows.asking.add(item.campaign_id)
+        # On the writer's own connection, kept between writes: no session, no pool checkout (and
+        # its ping) per write.
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._sessions.kw["bind"].connect()
+            self._conn = prepare_connection(self._sessions.kw["bind"].connect())
         conn = self._conn
         try:
-            with conn.begin():
-                self._write_on(conn, group, now, archive, sent, failed, skipped, again)
+            with conn.begin():  # on PostgreSQL autocommit: nothing more on the wire than the statement
+                statuses = write_outcomes(conn, rows, now)
         except DBAPIError:
             conn.invalidate()  # a fresh connection for the retry
             raise
@@ -220,28 +216,5 @@ class OutcomeWriter:
             # what this round brought to a final status (its rows, written above or by no one else)
             item.done = len(outcomes.sent) + len(outcomes.failed) + len(outcomes.skipped) \
                 + len(outcomes.transient) - len(item.again)
-
-    def _write_on(self, conn: Connection, group: list[Round], now: datetime, archive: list[dict],
-                  sent: dict[str | None, list[tuple[int, None]]], failed: list[tuple[int, str]],
-                  skipped: list[tuple[int, str]], again: list[tuple[Claimed, str]]) -> None:
-        if archive:
-            if self._archive is None:
-                self._archive = dialect_insert(conn, CampaignMessage.__table__).on_conflict_do_nothing(
-                    index_elements=["campaign_id", "contact_id"])
-            conn.execute(self._archive, archive)
-        for artifact_key, rows in sent.items():
-            finish(conn, RecipientStatus.SENT, rows, now, artifact_key=artifact_key)
-        finish(conn, RecipientStatus.FAILED, failed, now)
-        finish(conn, RecipientStatus.SKIPPED, skipped, now)
-        by_reply: dict[str, list[int]] = defaultdict(list)
-        for row, reply in again:
-            by_reply[reply].append(row.id)
-        for reply, ids in by_reply.items():
-            release(conn, ids, now, reason=reply)
-        if asking := {item.campaign_id for item in group if item.wants_status}:
-            # Read after this group's writes, in their transaction: as fresh as a read of its own.
-            statuses = dict(conn.execute(select(Campaign.id, Campaign.status).where(Campaign.id.in_(asking))).all())
-            for item in group:
-                if item.wants_status:  # a campaign deleted meanwhile is as good as cancelled
-                    item.status = statuses.get(item.campaign_id, CampaignStatus.CANCELLED)
-
+            if item.wants_status:  # a campaign deleted meanwhile is as good as cancelled
+                item.status = statuses.get(item.campaign_id, CampaignStatus.CANCELLED)
