@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(default=5.0, gt=0)
     send_rate: int = Field(default=0, ge=0)  # emails per second, all workers together; 0 = no limit
     max_send_errors: int = Field(default=1000, ge=0)  # failed recipients that pause a campaign; 0 = never
+    # Port of the Prometheus /metrics (and /healthz) endpoint of `worker` and `scheduler`; 0 = off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # Operational tuning (not in the contract; documented in the README).
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
     smtp_pool_size: int = Field(default=10, ge=1, le=100)
