@@ -7,6 +7,8 @@
   enqueues it again, without waiting for Dramatiq's own requeue.
 - ``finalise``: campaigns with no open ledger row are closed (``storage.lifecycle.finalise``); a
   letter campaign's ZIP is asked for through ``Enqueue.archive``.
+- ``report_progress``: every 10 s, one ``campaign.progress`` line per campaign in flight (counts,
+  rate over the last minute, ETA), sampled into the campaign for ``status``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import structlog
 from sqlalchemy import exists, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import lifecycle
+from storage import lifecycle, progress
 from storage.ledger import Batch, open_batches, release_stale
 from storage.models import Campaign, Recipient
 from storage.statuses import CampaignStatus, RecipientStatus
@@ -83,3 +85,12 @@ def reconcile(sessions: sessionmaker[Session], enqueue: Enqueue, now: datetime, 
 def finalise(sessions: sessionmaker[Session], enqueue: Enqueue, now: datetime, *, lease: timedelta) -> list[str]:
     """Close every campaign with no open ledger row; a ZIP not built within ``lease`` is asked again."""
     return lifecycle.finalise(sessions, now, enqueue.archive, rerequest_after=lease)
+
+
+def report_progress(sessions: sessionmaker[Session], now: datetime) -> list[dict]:
+    """Sample and log the progress of each campaign in flight, every ``progress.SAMPLE_EVERY`` s."""
+    with sessions.begin() as session:
+        noted = progress.note_progress(session, now)
+    for line in noted:
+        log.info("campaign.progress", **line)
+    return noted

@@ -24,6 +24,7 @@ def run_once(sessions: sessionmaker[Session], enqueue: jobs.Enqueue, *, lease: f
     jobs.reconcile(sessions, enqueue, now, lease=timedelta(seconds=lease), stall=timedelta(seconds=stall),
                    batch_size=batch_size)
     jobs.finalise(sessions, enqueue, now, lease=timedelta(seconds=lease))
+    jobs.report_progress(sessions, now)
 
 
 def build_scheduler(sessions: sessionmaker[Session], enqueue: jobs.Enqueue, *, interval: float, lease: float,

@@ -181,6 +181,8 @@ class Campaign(Base):
     finalised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When `resume` last ran: MAX_SEND_ERRORS counts the recipients failed since (or since dispatch).
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # JSON [[unix seconds, recipients done], ...], one every 10 s in flight (storage.progress).
+    progress_samples: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 

@@ -12,6 +12,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from scheduler.service import build_scheduler, run_once
 from worker.pipeline.actors import Actors
 from worker.pipeline.app import App
+from worker.pipeline.presence import announce
 from worker.runtime.logging import configure_logging
 from worker.runtime.settings import Settings
 from worker.runtime.supervise import supervise, tune_gc, wait_for_signal
@@ -51,6 +52,7 @@ def running_worker(app: App, threads: int, idle_poll_ms: int = IDLE_POLL_MS) -> 
     worker = dramatiq.Worker(app.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
     worker.start()
     app.consuming = True
+    presence = announce(app.settings.broker_url, threads)
     log.info("worker.started", threads=threads, queues=sorted(app.broker.get_declared_queues()),
              weasyprint_hooks=hooks)
     try:
@@ -58,6 +60,8 @@ def running_worker(app: App, threads: int, idle_poll_ms: int = IDLE_POLL_MS) -> 
     finally:
         app.consuming = False
         worker.stop()
+        if presence is not None:
+            presence.close()
         log.info("worker.stopped")
 
 
