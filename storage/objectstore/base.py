@@ -105,6 +105,9 @@ class ObjectStore(ABC):
     def delete_all(self, folder: str) -> int:
         """Remove every object whose key starts with ``folder + "/"``; return how many there were."""
 
+    def check(self) -> None:
+        """Raise when the store cannot be reached (health checks); returns quietly when it can."""
+
 
 class StreamWriter(io.RawIOBase):
     """A write-only, non-seekable binary stream that counts what it was given (``tell()``).

@@ -181,6 +181,9 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
+    def check(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)  # a missing bucket or refused key pair raises
+
     def delete_all(self, folder: str) -> int:
         count = 0
         pages = self.client.get_paginator("list_objects_v2").paginate(

@@ -35,3 +35,20 @@ def test_rendering_letters_logs_no_weasyprint_progress_at_info(restored_logging,
     configure_logging("json", "DEBUG")
     render_pdfs(["<p>three</p>"])
     assert any(line["event"].startswith("Step 5 - Creating layout") for line in _lines(capsys))
+
+
+def test_a_library_failure_logs_its_traceback_in_json(restored_logging, capsys):
+    # Dramatiq reports a failing actor through stdlib logging with exc_info: the line must say where.
+    configure_logging("json", "INFO")
+
+    def failing_actor() -> None:
+        raise ValueError("template missing")
+
+    try:
+        failing_actor()
+    except ValueError:
+        logging.getLogger("dramatiq.worker.WorkerThread").error("Failed to process message", exc_info=True)
+    (line,) = _lines(capsys)
+    assert line["event"] == "Failed to process message" and line["level"] == "error"
+    assert "Traceback" in line["exception"] and "in failing_actor" in line["exception"]
+    assert "ValueError: template missing" in line["exception"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import click
 
 from storage.errors import ValidationFailed
+from worker.cli.output import EXIT_ERROR
 from worker.pipeline import queries
 from worker.pipeline.app import App
 from worker.pipeline.roles import running_worker, scheduler_for, supervise_workers
@@ -22,6 +25,20 @@ def _needs_real_broker(app: App, command: str) -> None:
                                               f"`{command}` needs redis://host:port/db"]})
 
 
+def require(app: App, which: tuple[str, ...]) -> None:
+    """Before a long-running role starts: every dependency it needs answers, else one line each on
+    stderr saying what to do, and exit 1 (instead of starting and failing campaign by campaign)."""
+    from worker.pipeline.health import check, healthy
+
+    results = check(app, which)
+    if healthy(results):
+        return
+    for name, result in results.items():
+        if result != "ok" and not result.startswith("not configured"):
+            click.echo(f"error: {name}: {result}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
 @click.command("worker")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
@@ -29,6 +46,7 @@ def _needs_real_broker(app: App, command: str) -> None:
 def worker_cmd(app: App, processes: int, threads: int) -> None:
     """Consume the queues (Dramatiq) until SIGTERM."""
     _needs_real_broker(app, "worker")
+    require(app, ("database", "broker", "smtp", "storage"))
     if processes > 1:
         supervise_workers(processes, threads)  # each child is an entry point: it reads its own settings
         return
@@ -41,6 +59,7 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
 def scheduler_cmd(app: App) -> None:
     """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
     _needs_real_broker(app, "scheduler")
+    require(app, ("database", "broker"))
     scheduler = scheduler_for(app, blocking=True)
     try:
         scheduler.start()
@@ -70,6 +89,7 @@ def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) 
             app.smtp_url = catcher.start()
             stack.callback(catcher.stop)
             click.echo(f"no SMTP_URL: capturing mail in {catcher.maildir}", err=True)
+        require(app, ("database", "broker", "smtp", "storage"))
         stack.enter_context(running_worker(app, threads))
         scheduler = scheduler_for(app, blocking=False)
         scheduler.start()
@@ -83,31 +103,43 @@ def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) 
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--watch", is_flag=True, help="Redraw live, with progress bars, until interrupted (Ctrl-C).")
+@click.option("--every", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
 @click.pass_obj
-def status_cmd(app: App, as_json: bool) -> None:
-    """Queue depths (ready, delayed, dead) and campaigns in flight with progress."""
-    report = queries.status(app)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+def status_cmd(app: App, as_json: bool, watch: bool, every: float) -> None:
+    """Queue depths, workers alive, and campaigns in flight with progress, rate, ETA and errors."""
+    if as_json and not watch:
+        click.echo(json.dumps(queries.status(app), indent=2, ensure_ascii=False))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.live import Live
+
+    from worker.cli.status_view import render
 
     console = Console()
-    queues = Table(title="queues")
-    for column in ("queue", "ready", "delayed", "dead"):
-        queues.add_column(column)
-    for q in report["queues"]:
-        queues.add_row(q["queue"], *(str(q[k]) for k in ("ready", "delayed", "dead")))
-    console.print(queues)
-    campaigns = Table(title="campaigns in flight")
-    for column in ("id", "name", "type", "status", "total", "sent", "failed", "skipped", "pending"):
-        campaigns.add_column(column)
-    for c in report["campaigns"]:
-        p = c["progress"]
-        campaigns.add_row(c["id"], c["name"], c["type"], c["status"],
-                          *(str(p[k]) for k in ("total", "sent", "failed", "skipped", "pending")))
-    console.print(campaigns)
+    if not watch:
+        console.print(render(queries.status(app)))
+        return
+    try:
+        with Live(render(queries.status(app)), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(every)
+                live.update(render(queries.status(app)), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("health")
+@click.pass_obj
+def health_cmd(app: App) -> None:
+    """Check the database (and its schema), the broker, SMTP and storage; one line each; exit 1 when one fails."""
+    from worker.pipeline.health import check, healthy
+
+    results = check(app)
+    for name, result in results.items():
+        click.echo(f"{name}: {result}")
+    sys.exit(0 if healthy(results) else EXIT_ERROR)
 
 
 @click.command("demo")
@@ -122,4 +154,4 @@ def demo_cmd(app: App, timeout: float) -> None:
     click.echo(json.dumps(run_demo(app, timeout=timeout), indent=2, ensure_ascii=False))
 
 
-COMMANDS = [worker_cmd, scheduler_cmd, run_cmd, status_cmd, demo_cmd]
+COMMANDS = [worker_cmd, scheduler_cmd, run_cmd, status_cmd, health_cmd, demo_cmd]

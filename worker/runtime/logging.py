@@ -33,7 +33,11 @@ def configure_logging(log_format: str, level: str) -> None:
     handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # A library's failure (Dramatiq's "Failed to process message") carries exc_info: as
+            # a traceback string in JSON, or the console renderer prints it itself.
+            *([structlog.processors.format_exc_info] if log_format == "json" else []),
+            renderer],
             foreign_pre_chain=shared,
         )
     )
@@ -45,9 +49,10 @@ def configure_logging(log_format: str, level: str) -> None:
 
 
 # Libraries that log routine steps at INFO: WeasyPrint's progress (six lines per document and one
-# per page: millions for a large letter campaign) and aiosmtpd's session log (the demo's local mail
-# catcher: a line per SMTP command). Their warnings still show.
-_CHATTY = ("weasyprint.progress", "mail.log")
+# per page: millions for a large letter campaign), aiosmtpd's session log (the demo's local mail
+# catcher: a line per SMTP command) and APScheduler's two lines per scheduler tick. Their warnings
+# still show.
+_CHATTY = ("weasyprint.progress", "mail.log", "apscheduler")
 
 
 def _stderr_logger(*_args) -> structlog.PrintLogger:

@@ -10,6 +10,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEFAULT_DATABASE_URL = "sqlite:///var/campaign-dispatch.db"  # var/ relative to the current directory
+
+
 def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
@@ -19,7 +22,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    database_url: str = Field(default="sqlite:///var/campaign-dispatch.db")
+    database_url: str = Field(default=DEFAULT_DATABASE_URL)
     broker_url: str = Field(default="memory://")
     # None means: `run`/`demo` start a local capturing SMTP server writing a Maildir under var/mail.
     smtp_url: str | None = Field(default=None)
@@ -62,5 +65,41 @@ class Settings(BaseSettings):
     def _driver(cls, value: str) -> str:
         # Plain postgresql:// URLs would pick psycopg2, which is not installed: use psycopg 3.
         if value.startswith("postgresql://") or value.startswith("postgres://"):
-            return "postgresql+psycopg://" + value.split("://", 1)[1]
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("sqlite", "postgresql+psycopg"):
+            raise ValueError("must be postgresql+psycopg://user@host:port/database or sqlite:///path/to/file.db")
+        if scheme == "sqlite":
+            path = value.split("://", 1)[1].removeprefix("/")
+            # A folder the user named must exist: nothing is created but the default's var/.
+            if (value != DEFAULT_DATABASE_URL and path and path != ":memory:"
+                    and not Path(path.split("?", 1)[0]).parent.is_dir()):
+                raise ValueError(f"the folder of {path.split('?', 1)[0]} does not exist: create it first")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://host:port/db (rediss:// for TLS), or memory:// for run and demo")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("must be smtp://[user:password@]host:port (?starttls=true) or smtps://...")
+        return value or None
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not value[len("s3://"):].split("/", 1)[0]:
+                raise ValueError("s3:// needs a bucket: s3://bucket[/prefix]")
+        elif value.startswith("file://"):
+            if not value[len("file://"):].startswith("/"):
+                raise ValueError("file:// needs an absolute path: file:///srv/objects")
+        else:
+            raise ValueError("must be s3://bucket[/prefix] or file:///absolute/path")
         return value
