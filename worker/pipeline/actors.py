@@ -1,4 +1,4 @@
-"""The Dramatiq actors: queues, names and arguments are part of the API (see the README).
+"""The Dramatiq actors: queues, names and arguments are part of the API (docs/messages.md).
 
 Messages carry ids only. Every actor is safe to run twice: the ledger decides what still needs doing.
 """

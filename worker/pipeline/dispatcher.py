@@ -37,7 +37,7 @@ class Dispatcher(Protocol):
 
 
 class QueuedDispatcher:
-    """Enqueues the actors' messages (README, "Messages for the API")."""
+    """Enqueues the actors' messages (docs/messages.md)."""
 
     def __init__(self, app: App, actors: Actors) -> None:
         self._app, self._actors = app, actors

@@ -122,7 +122,8 @@ def letters_url(app: App, campaign_id: str) -> dict:
     with app.sessions() as session:
         campaign = repo.get_campaign(session, campaign_id)
         if campaign.type != "letter":
-            raise Conflict(f"campaign {campaign.id} is a {campaign.type} campaign: it has no letters")
+            raise Conflict(f"campaign {campaign.id} is {'an' if campaign.type == 'email' else 'a'} {campaign.type} "
+                           "campaign: it has no letters")
         file = session.get(StoredFile, campaign.letters_file_id) if campaign.letters_file_id else None
         if file is None and _closed(campaign):
             raise Conflict(f"campaign {campaign.id} is {campaign.status} and has no letters ZIP: no letter was sent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -89,6 +90,14 @@ class Settings(BaseSettings):
     def _smtp(cls, value: str | None) -> str | None:
         if value and not value.startswith(("smtp://", "smtps://")):
             raise ValueError("must be smtp://[user:password@]host:port (?starttls=true) or smtps://...")
+        if value:  # the rest (options) is read where the pool is made: worker.channels.smtp_config
+            parts = urlsplit(value)
+            try:
+                port = parts.port
+            except ValueError:
+                port = 0
+            if not parts.hostname or port == 0:
+                raise ValueError("needs a host and a port from 1 to 65535: smtp://[user:password@]host:port")
         return value or None
 
     @field_validator("storage_url")
