@@ -111,6 +111,19 @@ def test_copy_list_delete(cli, tmp_path):
     assert cli("campaigns", "show", copied.json["id"]).code == 3
 
 
+def test_a_copied_telephone_campaign_cannot_be_sent_before_it_has_a_task(cli, tmp_path):
+    payload = create_payload()
+    payload.update(type="telephone", template_id=None)
+    created = cli("campaigns", "create", _write(tmp_path, payload), "--user", "1")
+    assert created.code == 0, created.out
+    copied = cli("campaigns", "copy", created.json["id"]).json
+    assert copied["task"] is None
+    refused = cli("campaigns", "send", copied["id"])
+    assert refused.code == 2, refused.out
+    assert any(reason.startswith("task:") for reason in refused.json["errors"]["campaign"]), refused.out
+    assert cli("campaigns", "show", copied["id"]).json["status"] == "draft"
+
+
 def test_sent_campaign_cannot_be_updated_or_deleted(cli, tmp_path, sessions):
     created = cli("campaigns", "create", _write(tmp_path, create_payload()), "--user", "1").json
     from storage.models import Campaign

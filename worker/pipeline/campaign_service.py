@@ -52,6 +52,8 @@ def campaign_problems(session: Session, campaign: Campaign) -> list[str]:
         problems.append(f"template {campaign.template_id} no longer exists")
     if campaign.type in ("email", "letter") and not (campaign.message or {}).get("content"):
         problems.append("message.content is empty")
+    if campaign.type == "telephone" and not campaign.task:  # a copy has none until it is updated with one
+        problems.append("task: a telephone campaign needs a task: update the campaign with one")
     for field, reasons in template_errors(campaign.message, template).items():
         problems += [f"{field}: {r}" for r in reasons]
     return problems
