@@ -135,3 +135,36 @@ def test_a_worker_whose_broker_cannot_be_reached_exits_1_saying_what_to_fix(pg_d
     assert result.returncode == 1
     assert "error: broker: cannot reach Redis at 127.0.0.1:1" in result.stderr and "BROKER_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_serves_metrics_and_health_on_metrics_port(pg_db, redis_url, smtp_server):
+    import signal
+    import urllib.request
+
+    from tests.smtpserver import free_port
+
+    port = free_port()
+    environment = {**os.environ, "DATABASE_URL": pg_db, "BROKER_URL": redis_url, "SMTP_URL": smtp_server.url,
+                   "METRICS_PORT": str(port), "LOG_FORMAT": "json"}
+    worker = subprocess.Popen([*CLI, "worker", "--threads", "1"], env=environment, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline, health = time.monotonic() + 30, None
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            except OSError:
+                assert worker.poll() is None, worker.stderr.read()[-2000:]
+                time.sleep(0.2)
+        assert health is not None and health.status == 200
+        assert b"database: ok" in health.read()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'campaign_dispatch_recipients_total{channel="email",outcome="sent"}' in text
+        assert 'campaign_dispatch_queue_messages{queue="delivery",state="ready"}' in text
+        from worker.pipeline.presence import workers_alive
+
+        while time.monotonic() < deadline and not workers_alive(redis_url):  # consuming: stops cleanly
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, worker.stderr.read()[-2000:]

@@ -66,11 +66,15 @@ def healthz(app: App = Depends(service)) -> JSON:
 
 
 @open_router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics() -> Response:
-    """Prometheus text format."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def metrics(request: Request, app: App = Depends(service)) -> Response:
+    """Prometheus text format: this process's metrics (every process's when PROMETHEUS_MULTIPROC_DIR
+    is set), the queues' depths and the campaigns per status, read now."""
+    from worker.pipeline.status import queue_depths
+    from worker.runtime.metrics import StateCollector, exposition, registry_factory_for
 
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    state = StateCollector.for_service(app.engine, app.settings.broker_url, queue_depths)
+    body, content_type = exposition(registry_factory_for(state)(), request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 @router.get("/openapi.json", include_in_schema=False)

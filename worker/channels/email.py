@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 
 import structlog
 
@@ -27,17 +28,22 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
     CampaignFault when the relay itself refuses (login, unreachable past its retry budget).
     """
     rate = rate or NoLimit()
+    from worker.runtime.metrics import RENDER_EMAIL  # prometheus_client: once sending starts
+
+    rendered = RENDER_EMAIL.observe
     for start in range(0, len(ready), rounds.size):
         part = ready[start:start + rounds.size]
         failed = Outcomes()
         outgoing: list[tuple[Claimed, str, OutgoingMail]] = []
         for item in part:
+            started = perf_counter()
             try:
                 email = runtime.email(item.contact, item.user)
             except RenderError as exc:
                 failed.failed.append((item.row.id, str(exc)))
                 log.warning("deliver.render_failed", contact_id=item.row.contact_id, error=str(exc))
                 continue
+            rendered(perf_counter() - started)
             outgoing.append((item.row, email.html, OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
         submitted = [rounds.submit(failed)] if failed else []
         untried: list[Claimed] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import io
 import threading
+import time
 import uuid
 import zipfile
 
@@ -56,18 +57,25 @@ _RENDERING = threading.Lock()
 def render_letters(store: ObjectStore, runtime: CampaignRuntime, ready: list[Ready], rounds: Rounds) -> list[Claimed]:
     """Render each recipient's letter (laid out in batches), store the PDFs as one part, archive the
     HTML: the batch is one round. Returns the rows not attempted (the campaign stopped meanwhile)."""
+    from worker.runtime.metrics import RENDER_LETTER  # prometheus_client: once sending starts
+
     outcomes = Outcomes()
     rendered: list[tuple[Ready, str]] = []
     with _RENDERING:
         if not rounds.still_sending():  # paused or cancelled while this batch waited for its turn
             return [item.row for item in ready]
+        started = time.perf_counter()
         for item in ready:
             try:
                 rendered.append((item, runtime.render(item.contact, item.user).html))
             except RenderError as exc:
                 outcomes.failed.append((item.row.id, str(exc)))
         pdfs = render_each([markup for _, markup in rendered])  # a bad letter fails alone
+        # Laid out together: each letter is observed as its share of the batch (HTML and layout).
+        each = (time.perf_counter() - started) / max(len(ready), 1)
         gc.collect()  # what the batch left in cycles (~90 objects a letter: renderers/pdf_release); tune_gc
+    for _ in ready:
+        RENDER_LETTER.observe(each)
     done: list[tuple[Ready, str, bytes]] = []
     for (item, markup), pdf in zip(rendered, pdfs):
         if isinstance(pdf, RenderError):

@@ -103,6 +103,9 @@ class SmtpPool:
         self._probe: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()  # set (and replaced) when a connection comes back or closes
         self.connection_attempts = 0
+        from worker.runtime.metrics import SMTP_SEND_SECONDS  # prometheus_client: once sending starts
+
+        self._send_seconds = SMTP_SEND_SECONDS.observe
 
     async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes,
                    settle: Callable[[SendResult], Awaitable[None]] | None = None) -> SendResult:
@@ -120,11 +123,14 @@ class SmtpPool:
         async with self._slots:
             conn = await self._checkout()
             conn.smtp.rset_failed = False
+            started = time.perf_counter()
             try:
                 refused, reply = await conn.smtp.sendmail(
                     envelope_from, recipients, message, mail_options=self._mail_options(
                         conn.smtp, envelope_from, recipients, message))
             except BaseException as exc:
+                if isinstance(exc, Exception):  # a transaction the relay (or the network) ended; not a cancel
+                    self._send_seconds(time.perf_counter() - started)
                 # After a reply error the session is usable again if the RSET that aiosmtplib sent
                 # worked, unless the server announced its close (421): it may go on answering for a
                 # few ms, and a message sent meanwhile can be queued while its 250 is lost (a
@@ -136,6 +142,7 @@ class SmtpPool:
                 if error is None:  # cancellation, or a bug: not an SMTP outcome
                     raise
                 raise error from exc
+            self._send_seconds(time.perf_counter() - started)
             conn.sent += 1
             self._checkin(conn, keep=not _closing(None, refused))
             failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}

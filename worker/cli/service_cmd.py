@@ -39,6 +39,27 @@ def require(app: App, which: tuple[str, ...]) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def _serve_metrics(app: App, checks: tuple[str, ...], *, supervising: bool = False) -> None:
+    """METRICS_PORT (0: off): GET /metrics and GET /healthz of this process (of every worker process
+    when supervising); a scheduler on the same machine as a worker takes the next port."""
+    if not app.settings.metrics_port:
+        return
+    from worker.pipeline.health import check, healthy
+    from worker.pipeline.status import queue_depths
+    from worker.runtime import metrics
+
+    def health() -> tuple[bool, list[str]]:
+        results = check(app, checks)
+        return healthy(results), [f"{name}: {result}" for name, result in results.items()]
+
+    if supervising:
+        metrics.prepare_multiprocess()  # before the worker processes start: they inherit the folder
+    state = metrics.StateCollector.for_service(app.engine, app.settings.broker_url, queue_depths)
+    served = metrics.start_metrics_server(app.settings.metrics_port, health=health,
+                                          registry_factory=metrics.registry_factory_for(state))
+    click.echo(f"serving metrics on http://0.0.0.0:{served.port}/metrics", err=True)
+
+
 @click.command("worker")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
@@ -47,6 +68,7 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
     """Consume the queues (Dramatiq) until SIGTERM."""
     _needs_real_broker(app, "worker")
     require(app, ("database", "broker", "smtp", "storage"))
+    _serve_metrics(app, ("database", "broker"), supervising=processes > 1)
     if processes > 1:
         supervise_workers(processes, threads)  # each child is an entry point: it reads its own settings
         return
@@ -60,6 +82,7 @@ def scheduler_cmd(app: App) -> None:
     """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
     _needs_real_broker(app, "scheduler")
     require(app, ("database", "broker"))
+    _serve_metrics(app, ("database", "broker"))
     scheduler = scheduler_for(app, blocking=True)
     try:
         scheduler.start()
@@ -90,6 +113,7 @@ def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) 
             stack.callback(catcher.stop)
             click.echo(f"no SMTP_URL: capturing mail in {catcher.maildir}", err=True)
         require(app, ("database", "broker", "smtp", "storage"))
+        _serve_metrics(app, ("database", "broker"))
         stack.enter_context(running_worker(app, threads))
         scheduler = scheduler_for(app, blocking=False)
         scheduler.start()

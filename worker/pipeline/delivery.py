@@ -79,8 +79,8 @@ def brake(app: App, campaign_id: str, problem: str) -> bool:
 class BatchRounds:
     """One batch's rounds: each written as soon as it is over; tells the channel whether to go on."""
 
-    def __init__(self, app: App, batch: Batch) -> None:
-        self.app, self.batch = app, batch
+    def __init__(self, app: App, batch: Batch, channel: str = "") -> None:
+        self.app, self.batch, self.channel = app, batch, channel  # channel: the campaign's type (metrics)
         self.size = app.round_size
         self.recorded = self.sent = self.failed = self.skipped = 0
         self.again: list[tuple[Claimed, str]] = []
@@ -89,7 +89,7 @@ class BatchRounds:
 
     def submit(self, outcomes: Outcomes, wake: asyncio.Future | None = None) -> Round:
         return self.app.recorder.submit(self.batch.campaign_id, outcomes, max_attempts=self.app.settings.max_attempts,
-                                        wake=wake)
+                                        wake=wake, channel=self.channel)
 
     def settle(self, submitted: list[Round]) -> bool:
         # The status is read behind the round's outcomes, as of after they were written: a pause or
@@ -154,7 +154,7 @@ def deliver_batch(app: App, batch: Batch, retry: Retry) -> bool:
         return False
     if not claimed:
         return False
-    rounds = BatchRounds(app, batch)
+    rounds = BatchRounds(app, batch, runtime.campaign_type)
     with app.leases.holding(row.id for row in claimed) as held:
         rounds.held = held
         started = time.monotonic()

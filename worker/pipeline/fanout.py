@@ -53,6 +53,11 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
             return
         total, skipped = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
         lifecycle.mark_dispatched(campaign, total, skipped, now)
+        channel = campaign.type
+    if skipped:  # committed: counted with the outcomes the workers write
+        from worker.runtime.metrics import count_recipients  # prometheus_client: once a campaign fans out
+
+        count_recipients({(channel, "skipped"): skipped})
     with app.sessions() as session:
         batches = open_batches(session, campaign_id, batch_size(app, campaign.type))
     enqueue(batches)

@@ -51,6 +51,7 @@ class Round:
     wake: asyncio.Future | None = None  # resolved in its own event loop once written or failed
     wants_status: bool = False  # read the campaign's status once the rounds before this one are written
     status: str | None = None
+    channel: str = ""  # the campaign's type: the label its outcomes are counted under (metrics)
 
 
 def _settle(group: list[Round]) -> None:
@@ -74,6 +75,28 @@ def _resolve_all(futures: list[asyncio.Future]) -> None:
             future.set_result(None)
 
 
+def _count(group: list[Round]) -> None:
+    """``campaign_dispatch_recipients_total``: what the group's write brought to each outcome, per
+    channel (transient failures: ``retried`` when put back to pending, ``failed`` when given up)."""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for item in group:
+        outcomes, channel = item.outcomes, item.channel or "unknown"
+        if not outcomes:
+            continue
+        counts[channel, "sent"] += len(outcomes.sent)
+        counts[channel, "failed"] += len(outcomes.failed) + len(outcomes.transient) - len(item.again)
+        counts[channel, "skipped"] += len(outcomes.skipped)
+        counts[channel, "retried"] += len(item.again)
+    if not counts:
+        return
+    try:
+        from worker.runtime.metrics import count_recipients  # prometheus_client: once outcomes are written
+
+        count_recipients(counts)
+    except Exception:  # noqa: BLE001 - a metric must never stop the writer thread
+        log.exception("deliver.count_failed")
+
+
 class OutcomeWriter:
     """Group-committing, outage-surviving writer of outcomes (one per process, one writer thread)."""
 
@@ -86,11 +109,11 @@ class OutcomeWriter:
         self._conn = None  # the writer's connection
 
     def submit(self, campaign_id: str, outcomes: Outcomes, *, max_attempts: int,
-               wake: asyncio.Future | None = None, wants_status: bool = False) -> Round:
+               wake: asyncio.Future | None = None, wants_status: bool = False, channel: str = "") -> Round:
         """Queue outcomes for the writer thread and return at once (safe from an event loop);
         ``Round.written`` is set, and ``wake`` resolved in its loop, once they are committed (or
-        ``Round.error`` says why not)."""
-        item = Round(campaign_id, outcomes, max_attempts, wake=wake, wants_status=wants_status)
+        ``Round.error`` says why not). Once committed they are counted under ``channel``."""
+        item = Round(campaign_id, outcomes, max_attempts, wake=wake, wants_status=wants_status, channel=channel)
         with self._ready:
             self._queue.append(item)
             if self._thread is None:
@@ -160,6 +183,7 @@ class OutcomeWriter:
                 _settle(group)
                 return
             else:
+                _count(group)  # before the waiting threads go on: whoever saw a round written sees it counted
                 _settle(group)
                 self._note_progress(group)
                 return

@@ -22,7 +22,7 @@ def queue_depths(broker_url: str) -> list[dict[str, Any]]:
     """Ready, delayed and dead-lettered message counts per queue, read from Redis."""
     if is_memory(broker_url):
         return [{"queue": q, "ready": None, "delayed": None, "dead": None} for q in QUEUES]
-    client = redis.Redis.from_url(broker_url)
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         return [{"queue": q,
                  "ready": client.llen(f"{NAMESPACE}:{q}"),
