@@ -18,19 +18,31 @@ Within a document, a text's line breaks are asked of Pango once per text, style 
 context is emptied so its styles are freed by reference counting (``pdf_release``). Both are
 WeasyPrint hooks that importing this module does not install: the entry point does, through
 ``renderers.pdf_hooks.install(enabled)``; without them letters are the same, only slower.
+
+Importing this module does not import WeasyPrint (about a second): the engine modules are imported
+by the first letter rendered, so a command that only might render (the CLI, the API) starts fast.
 """
 
 
 from __future__ import annotations
 
-from weasyprint import HTML
+from typing import TYPE_CHECKING, Any
 
 from renderers.errors import RenderError
-from renderers.pdf_batch import _parse, _plan, _render_merged
-from renderers.pdf_engine import ASSETS, SafeFetcher, _fetcher, _layout, _write
-from renderers.pdf_release import released_after
+
+if TYPE_CHECKING:
+    from renderers.pdf_engine import ASSETS, SafeFetcher
 
 __all__ = ["ASSETS", "SafeFetcher", "render_batch", "render_each", "render_pdf", "render_pdfs"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ASSETS`` and ``SafeFetcher`` are ``pdf_engine``'s, imported (with WeasyPrint) when asked for."""
+    if name in ("ASSETS", "SafeFetcher"):
+        from renderers import pdf_engine
+
+        return getattr(pdf_engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def render_pdf(html: str) -> bytes:
@@ -38,6 +50,11 @@ def render_pdf(html: str) -> bytes:
 
     Raises RenderError when WeasyPrint cannot lay it out (unreachable images are only left out).
     """
+    from weasyprint import HTML
+
+    from renderers.pdf_engine import _fetcher, _layout, _write
+    from renderers.pdf_release import released_after
+
     with released_after():
         return _write(_layout(HTML(string=html, url_fetcher=_fetcher()), html))
 
@@ -48,6 +65,8 @@ def render_each(htmls: list[str]) -> list[bytes | RenderError]:
 
     A batch that fails as one document is laid out again letter by letter, to find which failed.
     """
+    from renderers.pdf_batch import _parse, _plan, _render_merged
+
     letters = [_parse(html) for html in htmls]
     results: dict[int, bytes | RenderError] = {}
     for batch in _plan(letters):
@@ -76,6 +95,8 @@ def render_pdfs(htmls: list[str]) -> list[bytes]:
 def render_batch(htmls: list[str]) -> list[bytes] | None:
     """Lay the letters out as one document and split it into one PDF per letter; None when
     they cannot share a document (different heads, or CSS that would tell the difference)."""
+    from renderers.pdf_batch import _parse, _plan, _render_merged
+
     letters = [_parse(html) for html in htmls]
     if not letters or [list(range(len(letters)))] != _plan(letters, batch_size=len(letters)):
         return None

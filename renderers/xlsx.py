@@ -6,8 +6,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import xlsxwriter
-
 
 def write_xlsx(path: Path, sheet: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """Write ``header`` then ``rows`` to a new workbook at ``path``; return the number of data rows.
@@ -16,6 +14,8 @@ def write_xlsx(path: Path, sheet: str, header: Sequence[str], rows: Iterable[Seq
     begins). Strings are written as text, never as formulas or URLs, so a contact named
     ``=HYPERLINK(...)`` cannot turn into a formula in the user's spreadsheet.
     """
+    import xlsxwriter  # here, not at the top: only exports need it, and the CLI starts without it
+
     workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
                                                "strings_to_urls": False, "strings_to_numbers": False})
     try:

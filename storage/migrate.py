@@ -1,19 +1,25 @@
-"""Run the Alembic migrations shipped inside the package."""
+"""Run the Alembic migrations shipped inside the package.
+
+Alembic is imported by the functions that use it, not with this module: importing it costs a
+few hundred milliseconds that only ``db upgrade`` (and the tests' fixtures) need to pay.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def alembic_config(url: str) -> Config:
     """An Alembic config pointing at our migrations and the given database URL."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -22,6 +28,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
     """Migrate the database to ``revision`` and return the revision it is at."""
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -31,5 +39,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None before any migration."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from storage.objectstore.base import URL_SECONDS, ObjectMissing, ObjectStore, check_key, make_key
 from storage.objectstore.local import LocalStore
-from storage.objectstore.s3 import PART_SIZE, S3Store
+
+if TYPE_CHECKING:
+    from storage.objectstore.s3 import S3Store
 
 __all__ = ["URL_SECONDS", "ObjectMissing", "ObjectStore", "LocalStore", "S3Store", "check_key", "make_key", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Store`` (and ``PART_SIZE``) come from ``s3``, which imports botocore: imported when asked for,
+    so that a process on a local store (the CLI) never loads boto."""
+    if name in ("S3Store", "PART_SIZE"):
+        from storage.objectstore import s3
+
+        return getattr(s3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Generous on purpose: S3-compatible servers and old AWS buckets allow more than today's AWS rules.
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
@@ -36,13 +49,14 @@ def _invalid(url: str, reason: str) -> ValueError:
 
 
 def open_store(
-    url: str, *, s3_client_factory: Callable[[], Any] | None = None, part_size: int = PART_SIZE
+    url: str, *, s3_client_factory: Callable[[], Any] | None = None, part_size: int | None = None
 ) -> ObjectStore:
     """The store that ``url`` (a ``STORAGE_URL``) names.
 
     ``s3://bucket[/prefix]`` gives an :class:`S3Store` whose client comes from ``s3_client_factory``
     (default: ``boto3.client("s3")`` configured by boto3's own environment); ``file:///absolute/path``
-    gives a :class:`LocalStore`. Anything else raises ValueError naming STORAGE_URL.
+    gives a :class:`LocalStore`. Anything else raises ValueError naming STORAGE_URL. ``part_size``:
+    the S3 multipart part size (default ``s3.PART_SIZE``, 8 MiB).
     """
     if not isinstance(url, str) or not url.strip():
         raise _invalid(str(url), "it is empty")
@@ -63,8 +77,10 @@ def open_store(
         segments = [segment for segment in unquote(parts.path).split("/") if segment]
         if any(segment in (".", "..") for segment in segments):
             raise _invalid(url, "the prefix may not contain '.' or '..'")
+        from storage.objectstore.s3 import PART_SIZE, S3Store
+
         client = (s3_client_factory or _default_s3_client)()
-        return S3Store(client, bucket, "/".join(segments), part_size=part_size)
+        return S3Store(client, bucket, "/".join(segments), part_size=PART_SIZE if part_size is None else part_size)
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise _invalid(url, f"host {parts.netloc!r} given; a file URL names an absolute path (three slashes)")

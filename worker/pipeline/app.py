@@ -12,23 +12,23 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import dramatiq
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from worker.runtime.broker import is_memory
 
-from storage.db import make_engine, make_sessionmaker
-from storage.objectstore import ObjectStore, open_store
-from worker.channels.campaign_runtime import RuntimeCache
-from worker.channels.rate import send_rate
-from worker.channels.smtp import SmtpConfig, SmtpSender
-from worker.pipeline.leases import Leases
-from worker.pipeline.recorder import OutcomeWriter
-from worker.runtime.broker import is_memory, make_broker
-from worker.runtime.settings import Settings
-
+# The adapters' modules are imported where each adapter is built: a command pays only for what it
+# uses (the CLI's `campaigns show` needs the engine, not Dramatiq, Redis, SMTP or the templates).
 if TYPE_CHECKING:
+    import dramatiq
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from storage.objectstore import ObjectStore
+    from worker.channels.campaign_runtime import RuntimeCache
+    from worker.channels.smtp import SmtpSender
     from worker.pipeline.actors import Actors
     from worker.pipeline.dispatcher import Dispatcher
+    from worker.pipeline.leases import Leases
+    from worker.pipeline.recorder import OutcomeWriter
+    from worker.runtime.settings import Settings
 
 
 @dataclass
@@ -49,6 +49,8 @@ class App:
 
     @cached_property
     def engine(self) -> Engine:
+        from storage.db import make_engine
+
         # Connections kept open: enough for every thread of a worker or of the API at once, so none
         # is opened and closed per request (10 more may open for a burst).
         engine = make_engine(self.settings.database_url, pool_size=self.settings.db_pool_size, max_overflow=10)
@@ -57,15 +59,21 @@ class App:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
+        from storage.db import make_sessionmaker
+
         return make_sessionmaker(self.engine)
 
     @cached_property
     def runtimes(self) -> RuntimeCache:
+        from worker.channels.campaign_runtime import RuntimeCache
+
         return RuntimeCache()
 
     @cached_property
     def leases(self) -> Leases:
         """The heartbeat renewing the rows this process holds, every third of the lease."""
+        from worker.pipeline.leases import Leases
+
         leases = Leases(self.sessions, every=self.settings.lease_seconds / 3)
         self._closers.append(leases.close)
         return leases
@@ -74,6 +82,8 @@ class App:
     def recorder(self) -> OutcomeWriter:
         """Writes rounds' outcomes, group-committed, retrying through a database outage of up to
         two minutes: what was sent must be recorded, or it would be sent again."""
+        from worker.pipeline.recorder import OutcomeWriter
+
         recorder = OutcomeWriter(self.sessions, retry_for=120.0)
         self._closers.append(recorder.close)
         return recorder
@@ -81,6 +91,8 @@ class App:
     @cached_property
     def send_rate(self):
         """SEND_RATE: one budget of emails per second for every worker (kept in Redis)."""
+        from worker.channels.rate import send_rate
+
         return send_rate(self.settings.broker_url, self.settings.send_rate)
 
     @property
@@ -93,6 +105,8 @@ class App:
     @cached_property
     def broker(self) -> dramatiq.Broker:
         """This process's one broker (Redis from BROKER_URL, or in-process for ``memory://``)."""
+        from worker.runtime.broker import make_broker
+
         broker = make_broker(self.settings.broker_url)
         self._closers.append(broker.close)
         return broker
@@ -120,6 +134,8 @@ class App:
     @property
     def smtp(self) -> SmtpSender:
         """One SMTP connection pool per process, shared by the worker threads."""
+        from worker.channels.smtp import SmtpConfig, SmtpSender
+
         with self._lock:
             if self._smtp is None:
                 url = self.smtp_url or self.settings.smtp_url
@@ -131,6 +147,8 @@ class App:
 
     @cached_property
     def store(self) -> ObjectStore:
+        from storage.objectstore import open_store
+
         return open_store(self.settings.storage_url)
 
     def close(self) -> None:
