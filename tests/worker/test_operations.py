@@ -168,3 +168,14 @@ def test_a_worker_serves_metrics_and_health_on_metrics_port(pg_db, redis_url, sm
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0, worker.stderr.read()[-2000:]
+
+
+def test_a_command_on_a_database_without_schema_says_to_run_db_upgrade(tmp_path, redis_url):
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    for args in (("campaigns", "list"), ("settings", "show")):
+        result = _run(*args, DATABASE_URL=empty)
+        assert result.returncode == 1, result.stderr
+        assert "run `campaign-dispatch db upgrade`" in result.stderr and "SELECT" not in result.stderr
+    result = _run("api", "--port", "0", DATABASE_URL=empty, BROKER_URL=redis_url)
+    assert result.returncode == 1
+    assert "error: database: the database has no schema: run `campaign-dispatch db upgrade`" in result.stderr

@@ -21,7 +21,9 @@ def api_cmd(app: App, host: str, port: int, workers: int) -> None:
         raise ValidationFailed({"BROKER_URL": ["memory:// works only within one process: `api` needs "
                                               "redis://host:port/db (or use `run`, which serves the API too)"]})
     from worker.api.server import serve
+    from worker.cli.service_cmd import require
 
+    require(app, ("database", "broker"))  # the schema too: every endpoint reads it
     click.echo(f"serving the API on http://{host}:{port} ({workers} worker process(es))", err=True)
     serve(app, host, port, workers)
 
