@@ -126,18 +126,12 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Campaign dispatch worker: schedules, fans out and delivers campaigns exactly once."""
-    import logging
-
     from worker.pipeline.app import App
     from worker.runtime.logging import configure_logging
     from worker.runtime.settings import Settings
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    # Alembic logs "setup plugin ..." at INFO when it is imported. The commands that use it (db upgrade,
-    # the schema check of health and of the long-running roles) import it now, after logging is
-    # configured, where it used to be imported before (its lines went nowhere): they stay unseen.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     app = App(settings)
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -12,11 +12,8 @@ import click
 
 from storage.errors import ValidationFailed
 from worker.cli.output import EXIT_ERROR
-from worker.pipeline import queries
 from worker.pipeline.app import App
-from worker.pipeline.roles import running_worker, scheduler_for, supervise_workers
 from worker.runtime.broker import is_memory
-from worker.runtime.supervise import wait_for_signal
 
 
 def _needs_real_broker(app: App, command: str) -> None:
@@ -66,6 +63,9 @@ def _serve_metrics(app: App, checks: tuple[str, ...], *, supervising: bool = Fal
 @click.pass_obj
 def worker_cmd(app: App, processes: int, threads: int) -> None:
     """Consume the queues (Dramatiq) until SIGTERM."""
+    from worker.pipeline.roles import running_worker, supervise_workers
+    from worker.runtime.supervise import wait_for_signal
+
     _needs_real_broker(app, "worker")
     require(app, ("database", "broker", "smtp", "storage"))
     _serve_metrics(app, ("database", "broker"), supervising=processes > 1)
@@ -80,6 +80,8 @@ def worker_cmd(app: App, processes: int, threads: int) -> None:
 @click.pass_obj
 def scheduler_cmd(app: App) -> None:
     """Scan for due campaigns, reconcile and finalise every SCHEDULER_INTERVAL seconds."""
+    from worker.pipeline.roles import scheduler_for
+
     _needs_real_broker(app, "scheduler")
     require(app, ("database", "broker"))
     _serve_metrics(app, ("database", "broker"))
@@ -100,6 +102,8 @@ def scheduler_cmd(app: App) -> None:
 def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) -> None:
     """Scheduler, worker and HTTP API in one process, for one machine (the in-process broker works here)."""
     from worker.channels.mailcatcher import MailCatcher
+    from worker.pipeline.roles import running_worker, scheduler_for
+    from worker.runtime.supervise import wait_for_signal
 
     with ExitStack() as stack:
         api = None
@@ -133,6 +137,8 @@ def run_cmd(app: App, threads: int, api_port: int, api_host: str, no_api: bool) 
 @click.pass_obj
 def status_cmd(app: App, as_json: bool, watch: bool, every: float) -> None:
     """Queue depths, workers alive, and campaigns in flight with progress, rate, ETA and errors."""
+    from worker.pipeline import queries
+
     if as_json and not watch:
         click.echo(json.dumps(queries.status(app), indent=2, ensure_ascii=False))
         return

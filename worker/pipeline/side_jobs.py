@@ -25,7 +25,6 @@ from storage.timefmt import now as utcnow
 from storage.validation import check_campaign
 from worker.pipeline.app import App
 from worker.channels.campaign_runtime import build_runtime
-from worker.channels.mailcatcher import MailCatcher
 from worker.pipeline.campaign_service import template_errors
 
 log = structlog.get_logger()
@@ -78,6 +77,8 @@ def capturing_mail(app: App, maildir: Path = LOCAL_MAILDIR) -> Iterator[Path]:
     """For the block, the local capturing SMTP server writing into ``maildir`` (as ``run`` starts it),
     with ``app.smtp_url`` pointed at it; yields the Maildir's absolute path. Stopped after the block;
     the mail written stays in the Maildir."""
+    from worker.channels.mailcatcher import MailCatcher  # aiosmtpd: only for an inline test email
+
     catcher = MailCatcher(Path(maildir).resolve())
     app.smtp_url = catcher.start()
     try:

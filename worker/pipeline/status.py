@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from sqlalchemy import select
 
 from storage.campaigns import progress_of_many
@@ -12,7 +11,6 @@ from storage.models import Campaign
 from storage.progress import details, done_of, eta_of, rate_of, samples_of
 from storage.statuses import IN_FLIGHT, CampaignStatus
 from storage.timefmt import now as utcnow
-from worker.pipeline.actors import QUEUES
 from worker.pipeline.app import App
 from worker.pipeline.presence import workers_alive
 from worker.runtime.broker import NAMESPACE, is_memory
@@ -20,8 +18,13 @@ from worker.runtime.broker import NAMESPACE, is_memory
 
 def queue_depths(broker_url: str) -> list[dict[str, Any]]:
     """Ready, delayed and dead-lettered message counts per queue, read from Redis."""
+    # Imported here: `campaigns show` imports this module, and needs neither Redis nor the actors.
+    from worker.pipeline.actors import QUEUES
+
     if is_memory(broker_url):
         return [{"queue": q, "ready": None, "delayed": None, "dead": None} for q in QUEUES]
+    import redis
+
     client = redis.Redis.from_url(broker_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         return [{"queue": q,

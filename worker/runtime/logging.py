@@ -50,9 +50,9 @@ def configure_logging(log_format: str, level: str) -> None:
 
 # Libraries that log routine steps at INFO: WeasyPrint's progress (six lines per document and one
 # per page: millions for a large letter campaign), aiosmtpd's session log (the demo's local mail
-# catcher: a line per SMTP command) and APScheduler's two lines per scheduler tick. Their warnings
-# still show.
-_CHATTY = ("weasyprint.progress", "mail.log", "apscheduler")
+# catcher: a line per SMTP command), APScheduler's two lines per scheduler tick and Alembic's
+# "setup plugin" lines when it is imported. Their warnings still show.
+_CHATTY = ("weasyprint.progress", "mail.log", "apscheduler", "alembic.runtime.plugins")
 
 
 def _stderr_logger(*_args) -> structlog.PrintLogger:
