@@ -101,3 +101,20 @@ def test_a_message_does_not_inherit_the_previous_messages_context(pg_db, smtp_se
     (line,) = [e for e in entries if e["event"] == "probe.ran"]
     assert (line["actor"], line["message_id"]) == ("probe", message.message_id)
     assert "campaign_id" not in line
+
+
+def test_a_refused_message_logs_why_not_only_the_exception_type(pg_db, smtp_server):
+    # A producer's invalid test-email payload: the message ends at once (no retry), and the line
+    # says which fields were wrong, so the producer can be told.
+    app = make_app(pg_db, "memory://", smtp_server.url)
+    try:
+        load(app, bundle([contact(0)]))
+        with captured() as entries, in_process_worker(app, threads=1) as actors:
+            message = actors.send_test_email.send("someone@example.com", None, {"type": "email", "name": ""}, 1)
+            app.broker.join(DEFAULT_QUEUE, timeout=30_000, fail_fast=False)  # the stub would re-raise it
+    finally:
+        app.close()
+    (line,) = [e for e in entries if e["event"] == "actor.refused"]
+    assert line["actor"] == "send_test_email" and line["message_id"] == message.message_id
+    assert line["log_level"] == "warning" and "name" in line["errors"], line
+    assert smtp_server.messages == []

@@ -5,7 +5,10 @@ Messages carry ids only. Every actor is safe to run twice: the ledger decides wh
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 import structlog
@@ -52,6 +55,22 @@ class Actors:
         return Enqueue(dispatch=self.enqueue_dispatch, batches=self.enqueue_batches, archive=self.enqueue_archive)
 
 
+REFUSED = (NotFound, ValidationFailed, Conflict)  # what retrying cannot fix: the message ends at once
+
+
+def _saying_why(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The actor ``fn``, logging why a message it refuses is refused (Dramatiq logs only the type)."""
+    @functools.wraps(fn)
+    def actor(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except REFUSED as exc:
+            reasons = getattr(exc, "errors", None)
+            log.warning("actor.refused", error=str(exc), **({"errors": reasons} if reasons else {}))
+            raise
+    return actor
+
+
 def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     """Declare every actor on ``broker``, bound to ``app``'s database, SMTP pool and object store."""
 
@@ -81,21 +100,20 @@ def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     # Dramatiq's own retries cover crashes (database down, a bug): the ledger makes them safe. What
     # retrying cannot fix (an unknown campaign, invalid input, a state that forbids the action) ends
     # the message at once: `throws`. Faults of a whole campaign while it sends are brakes, not errors.
-    options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000,
-               "throws": (NotFound, ValidationFailed, Conflict)}
+    options = {"max_retries": 10, "min_backoff": 1000, "max_backoff": 300_000, "throws": REFUSED}
     actors = Actors(
         broker=broker,
-        dispatch_campaign=dramatiq.actor(dispatch_campaign, broker=broker, queue_name=CAMPAIGNS_QUEUE,
+        dispatch_campaign=dramatiq.actor(_saying_why(dispatch_campaign), broker=broker, queue_name=CAMPAIGNS_QUEUE,
                                          actor_name="dispatch_campaign", **options),
-        deliver_batch=dramatiq.actor(deliver_batch, broker=broker, queue_name=DELIVERY_QUEUE,
+        deliver_batch=dramatiq.actor(_saying_why(deliver_batch), broker=broker, queue_name=DELIVERY_QUEUE,
                                      actor_name="deliver_batch", time_limit=30 * 60 * 1000, **options),
-        send_test_email=dramatiq.actor(send_test_email, broker=broker, queue_name=DEFAULT_QUEUE,
+        send_test_email=dramatiq.actor(_saying_why(send_test_email), broker=broker, queue_name=DEFAULT_QUEUE,
                                        actor_name="send_test_email", **options),
-        build_preview=dramatiq.actor(build_preview, broker=broker, queue_name=DEFAULT_QUEUE,
+        build_preview=dramatiq.actor(_saying_why(build_preview), broker=broker, queue_name=DEFAULT_QUEUE,
                                      actor_name="build_preview", **options),
-        archive_letters=dramatiq.actor(archive_letters, broker=broker, queue_name=DEFAULT_QUEUE,
+        archive_letters=dramatiq.actor(_saying_why(archive_letters), broker=broker, queue_name=DEFAULT_QUEUE,
                                        actor_name="archive_letters", time_limit=60 * 60 * 1000, **options),
-        export_recipients=dramatiq.actor(export_recipients, broker=broker, queue_name=DEFAULT_QUEUE,
+        export_recipients=dramatiq.actor(_saying_why(export_recipients), broker=broker, queue_name=DEFAULT_QUEUE,
                                          actor_name="export_recipients", time_limit=60 * 60 * 1000, **options),
     )
     return actors
