@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import redis
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import text
 from starlette.responses import Response
 
 from worker.api import schemas as s
@@ -15,7 +13,6 @@ from worker.api.auth import caller, service
 from worker.api.responses import JSON
 from worker.pipeline import queries
 from worker.pipeline.app import App
-from worker.runtime.broker import is_memory
 
 router = APIRouter(dependencies=[Depends(caller)])
 open_router = APIRouter(tags=["operations"])  # no token: probes and scrapers
@@ -34,35 +31,14 @@ def status(app: App = Depends(service)) -> JSON:
     return JSON(queries.status(app))
 
 
-def health(app: App) -> dict[str, str]:
-    """One word (or the reason) per dependency the API needs: the database and the broker."""
-    checks: dict[str, str] = {}
-    try:
-        with app.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    if is_memory(app.settings.broker_url):
-        checks["broker"] = "ok"
-    else:
-        client = redis.Redis.from_url(app.settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-            checks["broker"] = "ok"
-        except redis.RedisError as exc:
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
-        finally:
-            client.close()
-    return checks
-
-
 @open_router.get("/healthz", response_model=s.Health,
                  responses={503: {"model": s.Health}})
 def healthz(app: App = Depends(service)) -> JSON:
-    """200 when the database and the broker answer, else 503 naming which does not."""
-    checks = health(app)
-    return JSON(checks, status_code=200 if all(v == "ok" for v in checks.values()) else 503)
+    """200 when the database (with its schema) and the broker answer, else 503 saying what to fix."""
+    from worker.pipeline.health import check, healthy
+
+    checks = check(app, ("database", "broker"))
+    return JSON(checks, status_code=200 if healthy(checks) else 503)
 
 
 @open_router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
