@@ -65,23 +65,25 @@ def note_progress(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Sample every sending campaign whose last sample is ``SAMPLE_EVERY`` old; return the progress
     of each campaign this call sampled (what the ``campaign.progress`` log line says)."""
     clock = now.timestamp()
-    campaigns = [c for c in session.scalars(select(Campaign).where(Campaign.status == CampaignStatus.SENDING,
-                                                                   Campaign.dispatched_at.is_not(None)))
-                 if not (s := samples_of(c)) or clock - s[-1][0] >= SAMPLE_EVERY - 0.5]
-    progress = progress_of_many(session, [c.id for c in campaigns])
-    noted = []
-    for campaign in campaigns:
-        p = progress[campaign.id]
+    due = {}  # campaign -> its samples, read once
+    for campaign in session.scalars(select(Campaign).where(Campaign.status == CampaignStatus.SENDING,
+                                                           Campaign.dispatched_at.is_not(None))):
         samples = samples_of(campaign)
-        new = json.dumps((samples + [[round(clock, 3), done_of(p)]])[-KEEP:])
+        if not samples or clock - samples[-1][0] >= SAMPLE_EVERY - 0.5:
+            due[campaign] = samples
+    progress = progress_of_many(session, [c.id for c in due])
+    noted = []
+    for campaign, samples in due.items():
+        p = progress[campaign.id]
+        kept = (samples + [[round(clock, 3), done_of(p)]])[-KEEP:]
         # Conditional: of several schedulers sampling at once, one writes (and logs).
         moved = session.execute(
             update(Campaign).where(Campaign.id == campaign.id, Campaign.progress_samples.is_(None)
                                    if campaign.progress_samples is None
                                    else Campaign.progress_samples == campaign.progress_samples)
-            .values(progress_samples=new).execution_options(synchronize_session=False)).rowcount
+            .values(progress_samples=json.dumps(kept)).execution_options(synchronize_session=False)).rowcount
         if moved:
-            rate = rate_of(json.loads(new))
+            rate = rate_of(kept)
             noted.append({"campaign_id": campaign.id, **{k: p[k] for k in ("sent", "failed", "skipped", "pending")},
                           "rate": round(rate, 1) if rate is not None else None, "eta_seconds": eta_of(p["pending"], rate)})
     return noted
