@@ -152,6 +152,13 @@ class SmtpPool:
                 await settle(result)
         return result
 
+    async def probe(self) -> None:
+        """Open one connection as sending does (TLS, EHLO, login) and quit it: raises the
+        CampaignWideSmtpError a send would meet, with its sentence (health checks)."""
+        conn = await self._connect()
+        self._open -= 1
+        await self._quit(conn)
+
     def retry_after(self) -> float | None:
         """Seconds until the next connection attempt is due (0: now), or None when the pool has
         failed more than len(probe_delays) attempts in a row: a RelayUnreachable is then final."""

@@ -10,6 +10,7 @@ import asyncio
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import text
@@ -79,36 +80,28 @@ def check_broker(app: App) -> str:
 
 
 def check_smtp(app: App) -> str:
-    """The relay answers, takes EHLO and (with credentials in SMTP_URL) our login."""
+    """The relay answers, takes EHLO and (with credentials in SMTP_URL) our login: the connection a
+    send would open, with the sentence a brake would give when it cannot."""
     url = app.smtp_url or app.settings.smtp_url
     if not url:
         return "not configured (SMTP_URL unset: `run` and `demo` capture mail locally)"
-    import aiosmtplib
+    from worker.channels.smtp import CampaignWideSmtpError, SmtpConfig, SmtpPool
 
-    from worker.channels.smtp import SmtpConfig
-
-    config = SmtpConfig.from_url(url)
+    config = replace(SmtpConfig.from_url(url), timeout=TIMEOUT)
 
     async def probe() -> None:
-        client = aiosmtplib.SMTP(hostname=config.host, port=config.port, use_tls=config.use_tls,
-                                 start_tls=config.start_tls, timeout=TIMEOUT)
-        await client.connect()
+        pool = SmtpPool(config, size=1)
         try:
-            if config.username:
-                await client.login(config.username, config.password or "")
+            await pool.probe()
         finally:
-            try:
-                await client.quit()
-            except aiosmtplib.SMTPException:
-                client.close()
+            await pool.close()
 
     try:
         asyncio.run(asyncio.wait_for(probe(), TIMEOUT * 2))
-    except aiosmtplib.SMTPAuthenticationError:
-        return f"the SMTP server at {config.host}:{config.port} refused our login: correct the user or password in SMTP_URL"
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-        return (f"cannot reach the SMTP server at {config.host}:{config.port} ({type(exc).__name__}: {exc}): "
-                "start it, or correct SMTP_URL")
+    except CampaignWideSmtpError as exc:
+        return str(exc)
+    except asyncio.TimeoutError:
+        return f"the SMTP server at {config.safe_url} did not answer within {TIMEOUT * 2:g} s: check SMTP_URL"
     return OK
 
 
