@@ -62,9 +62,11 @@ class _CountingController(BoundController):
 class SmtpTestServer:
     """aiosmtpd on 127.0.0.1, a free port, in this process. Optional AUTH with `credentials`."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None, host: str = "127.0.0.1",
+                 size_limit: int | None = None) -> None:
         self.host, self.port = host, 0
         self.credentials = credentials
+        self.size_limit = size_limit  # advertised as SIZE; a larger MAIL ... SIZE= is refused with 552
         self.messages: list[Received] = []
         self.connections = 0
         self.logins: list[tuple[str, str]] = []
@@ -147,11 +149,13 @@ class SmtpTestServer:
 
     def start(self) -> SmtpTestServer:
         """Listen in a background thread: on a free port, or on the same port again after stop()."""
-        auth: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        if self.size_limit is not None:
+            options["data_size_limit"] = self.size_limit
         if self.credentials:
-            auth = dict(authenticator=self._authenticate, auth_required=True, auth_require_tls=False)
+            options.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=False)
         self._controller = _CountingController(
-            self, self, hostname=self.host, port=self.port, server_hostname="smtp.test", **auth)
+            self, self, hostname=self.host, port=self.port, server_hostname="smtp.test", **options)
         self._controller.start()
         self.port = self._controller.port
         with self._lock:

@@ -320,3 +320,38 @@ def test_a_forked_worker_process_gets_its_own_loop_and_connections(smtp_server):
         sender.send_many([outgoing("parent-again@example.com")])
     assert {m.rcpt_tos[0] for m in smtp_server.messages} == {
         "parent@example.com", "child@example.com", "parent-again@example.com"}
+
+
+# -- the mail transaction ----------------------------------------------------------------------
+
+def test_a_message_over_the_relays_size_limit_is_refused_at_mail_from_and_a_smaller_one_is_sent():
+    small, big = mail("small@example.com"), mail("big@example.com", subject="x" * 3000)
+    with SmtpTestServer(size_limit=2000) as server, \
+            SmtpSender(SmtpConfig.from_url(server.url), retry_delays=()) as sender:
+        outcomes = sender.send_many([OutgoingMail("b@acme.example", ["big@example.com"], big),
+                                     OutgoingMail("b@acme.example", ["small@example.com"], small)])
+    refused, sent = outcomes
+    # The SIZE declared with MAIL FROM is the message's length, so the relay refuses before DATA.
+    assert isinstance(refused, PermanentSmtpError) and refused.code == 552
+    assert isinstance(sent, SendResult) and sent.accepted == ("small@example.com",)
+    assert [m.data for m in server.messages] == [small]
+
+
+def test_a_message_with_bare_line_feeds_arrives_with_crlf_line_ends(smtp_server):
+    with SmtpSender(SmtpConfig.from_url(smtp_server.url), retry_delays=()) as sender:
+        sender.send("b@acme.example", ["lf@example.com"], b"Subject: lf\n\nline one\nline two\n")
+    (received,) = smtp_server.messages
+    assert received.data == b"Subject: lf\r\n\r\nline one\r\nline two\r\n"
+
+
+def test_every_recipient_refused_is_one_permanent_error_and_the_next_message_goes_through(smtp_server):
+    smtp_server.script("gone@example.com", "550 5.1.1 no such user")
+    smtp_server.script("left@example.com", "550 5.1.1 left the company")
+    with SmtpSender(SmtpConfig.from_url(smtp_server.url), pool_size=1, retry_delays=()) as sender:
+        first, second = sender.send_many([
+            OutgoingMail("b@acme.example", ["gone@example.com", "left@example.com"], mail("x")),
+            OutgoingMail("b@acme.example", ["here@example.com"], mail("here@example.com"))])
+    assert isinstance(first, PermanentSmtpError) and first.code == 550
+    assert isinstance(second, SendResult) and second.accepted == ("here@example.com",)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("here@example.com",)]
+    assert smtp_server.connections == 1  # the envelope was reset, the connection kept
