@@ -4,6 +4,10 @@ The bytes are built directly rather than with ``email.message``: it is several t
 ``build_email``) and puts every header through one gate, ``_checked``. Both parts are UTF-8,
 quoted-printable (base64 when mostly non-ASCII), so the boundary ``=_<hex>`` can never occur in a
 body. Lines end in CRLF, the canonical form on the wire.
+
+A campaign sends the same From, Reply-To and extra headers to every recipient: ``EmailFrame``
+checks and formats those once, and ``EmailFrame.build`` fills in one recipient's To, Subject,
+Date, Message-ID, List-Unsubscribe and bodies, each still through the same gate.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime, getaddresses, parseaddr
@@ -28,6 +33,7 @@ _DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Z
 _MESSAGE_ID = re.compile(r"^<[!-;=?-~]+@[!-;=?-~]+>$")  # printable ASCII without < > and spaces
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_URL_FORBIDDEN = re.compile('[ <>"]')
 _MAX_LINE = 990
 
 _OWN_HEADERS = frozenset({
@@ -43,6 +49,8 @@ def _checked(header: str, value: str) -> str:
     """Refuse CR, LF and other control characters in a header value, raw or RFC 2047 encoded."""
     if _CONTROL.search(value):
         raise HeaderInjection(f"{header}: line breaks and control characters are not allowed")
+    if "=?" not in value:  # every encoded word starts so: nothing hidden to decode
+        return value
     for match in _ENCODED_WORD.finditer(value):
         data = match.group(3).encode("ascii", "replace")
         try:
@@ -173,29 +181,127 @@ def _unsubscribe_url(url: str) -> str:
     _checked("List-Unsubscribe", url)
     if _CONTROL.search(unquote(url)):
         raise HeaderInjection("List-Unsubscribe: the URL hides an encoded line break (%0d/%0a)")
-    if any(ch in url for ch in " <>\"") or not url.lower().startswith(("https://", "http://", "mailto:")):
+    if _URL_FORBIDDEN.search(url) or not url.lower().startswith(("https://", "http://", "mailto:")):
         raise RenderError(f"List-Unsubscribe: {url!r} is not an http(s) or mailto URL")
-    url = "".join(ch if ch.isascii() else "".join(f"%{b:02X}" for b in ch.encode()) for ch in url)
+    if not url.isascii():  # the usual URL is ASCII: skip the character-by-character pass
+        url = "".join(ch if ch.isascii() else "".join(f"%{b:02X}" for b in ch.encode()) for ch in url)
     if len(url) > _MAX_LINE - 20:
         raise RenderError("List-Unsubscribe: the URL is too long for a header")
     return url
 
 
+# The part headers, by (content type, transfer encoding): the same bytes for every message.
+_PART_HEADS = {
+    (content_type, encoding): (
+        f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n'
+    ).encode("ascii")
+    for content_type in ("text/plain", "text/html")
+    for encoding in ("base64", "quoted-printable")
+}
+
+
 def _body(content: str, content_type: str) -> bytes:
-    text = content.replace("\r\n", "\n").replace("\r", "\n")
-    data = text.encode("utf-8")
-    if len(data) - len(text) > len(text) // 4:  # mostly non-ASCII: base64 is smaller
-        encoding = "base64"
-        body = base64.encodebytes(data).replace(b"\n", b"\r\n")
-    else:
-        encoding = "quoted-printable"
-        # the CRLF before the next boundary belongs to the boundary, so always add one
-        body = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n") + b"\r\n"
-    head = (
-        f'Content-Type: {content_type}; charset="utf-8"\r\n'
-        f"Content-Transfer-Encoding: {encoding}\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+    if "\r" in content:  # a scan for CR is far cheaper than two replaces that find nothing
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    data = content.encode("utf-8")
+    if len(data) - len(content) > len(content) // 4:  # mostly non-ASCII: base64 is smaller
+        return _PART_HEADS[content_type, "base64"] + base64.encodebytes(data).replace(b"\n", b"\r\n")
+    # the CRLF before the next boundary belongs to the boundary, so always add one
+    body = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+    return b"".join((_PART_HEADS[content_type, "quoted-printable"], body, b"\r\n"))
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date_now() -> str:
+    """The Date header value for the current second.
+
+    ``format_datetime`` costs several microseconds and a campaign builds many messages a second,
+    so the text is kept for the second it names: keyed on the whole second, it is always the time
+    of building as far as the header can tell. One tuple swapped whole, so threads read either the
+    old pair or the new one.
+    """
+    global _date_cache
+    second = int(time.time())
+    cached = _date_cache
+    if cached[0] != second:
+        cached = (second, format_datetime(datetime.fromtimestamp(second, timezone.utc)))
+        _date_cache = cached
+    return cached[1]
+
+
+class EmailFrame:
+    """What every email of one campaign shares, checked and formatted once: From, Reply-To, the
+    extra headers, MIME-Version and the order of the headers.
+
+    Building it raises what ``build_email`` raises for those values (HeaderInjection,
+    InvalidAddress, RenderError), so a bad sender is found once, not once per recipient.
+    ``build`` then makes one recipient's message; the frame never changes, so threads share it.
+    """
+
+    __slots__ = ("_head", "_after_id", "_tail")
+
+    def __init__(
+        self,
+        *,
+        from_addr: Address,
+        reply_to: Address | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._head = f"From: {format_address(*parse_address(from_addr, field='From'), used=6)}\r\nTo: "
+        self._after_id = ""  # what follows Message-ID: Reply-To when given
+        if reply_to:
+            reply = parse_address(reply_to, field="Reply-To")
+            self._after_id = f"\r\nReply-To: {format_address(*reply, used=10)}"
+        extras: list[str] = []
+        for name, value in (extra_headers or {}).items():
+            if not _HEADER_NAME.match(name):
+                raise HeaderInjection(f"{name!r} is not a valid header name")
+            if name.lower() in _OWN_HEADERS:
+                raise RenderError(f"{name}: this header is set by the message builder")
+            extras.append(f"\r\n{name}: {_text_header(name, str(value))}")
+        # after List-Unsubscribe: the extras, then the MIME headers up to the boundary's value
+        self._tail = "".join(extras) + '\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="'
+
+    def build(
+        self,
+        *,
+        to_addr: Address,
+        subject: str,
+        html: str,
+        text: str,
+        message_id: str,
+        list_unsubscribe: str | None = None,
+        date: datetime | None = None,
+    ) -> bytes:
+        """One recipient's email: the frame with To, Subject, Date (now unless given), Message-ID,
+        List-Unsubscribe and both bodies filled in, each header value through the same checks as
+        in ``build_email`` (and raising the same errors)."""
+        to = format_address(*parse_address(to_addr, field="To"), used=4)
+        subject = _text_header("Subject", subject or "")
+        if date is None:
+            when = _date_now()
+        else:
+            when = format_datetime(date if date.tzinfo is not None else date.replace(tzinfo=timezone.utc))
+        if not _MESSAGE_ID.match(_checked("Message-ID", message_id)):
+            raise RenderError(f"Message-ID: {message_id!r} is not of the form <id@domain>")
+        unsubscribe = ""
+        if list_unsubscribe:
+            unsubscribe = (f"\r\nList-Unsubscribe: <{_unsubscribe_url(list_unsubscribe)}>"
+                           "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        boundary = "=_" + hashlib.sha256(message_id.encode("ascii")).hexdigest()[:24]
+        headers = "".join((
+            self._head, to, "\r\nSubject: ", subject, "\r\nDate: ", when, "\r\nMessage-ID: ", message_id,
+            self._after_id, unsubscribe, self._tail, boundary, '"\r\n\r\n',
+        ))
+        delimiter = f"--{boundary}\r\n".encode("ascii")
+        return b"".join((
+            headers.encode("ascii"),
+            delimiter, _body(text, "text/plain"),
+            delimiter, _body(html, "text/html"),
+            f"--{boundary}--\r\n".encode("ascii"),
+        ))
 
 
 def build_email(
@@ -217,42 +323,13 @@ def build_email(
     ``List-Unsubscribe: <url>`` plus ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` when
     ``list_unsubscribe`` is given, then ``extra_headers``. Raises HeaderInjection for CR/LF in any
     header value (raw, RFC 2047 encoded, or percent-encoded in the URL), InvalidAddress for a bad
-    address, RenderError for other unusable values. Costs ~40 us (``email.mime``: ~450 us).
+    address, RenderError for other unusable values. Costs ~40 us (``email.mime``: ~450 us). For
+    many messages from one sender, make an ``EmailFrame`` once and call its ``build`` per
+    message: the same bytes for well under half the time.
     """
-    headers = [
-        f"From: {format_address(*parse_address(from_addr, field='From'), used=6)}",
-        f"To: {format_address(*parse_address(to_addr, field='To'), used=4)}",
-        f"Subject: {_text_header('Subject', subject or '')}",
-    ]
-    when = date or datetime.now(timezone.utc)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    headers.append(f"Date: {format_datetime(when)}")
-    if not _MESSAGE_ID.match(_checked("Message-ID", message_id)):
-        raise RenderError(f"Message-ID: {message_id!r} is not of the form <id@domain>")
-    headers.append(f"Message-ID: {message_id}")
-    if reply_to:
-        reply = parse_address(reply_to, field="Reply-To")
-        headers.append(f"Reply-To: {format_address(*reply, used=10)}")
-    if list_unsubscribe:
-        headers.append(f"List-Unsubscribe: <{_unsubscribe_url(list_unsubscribe)}>")
-        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-    for name, value in (extra_headers or {}).items():
-        if not _HEADER_NAME.match(name):
-            raise HeaderInjection(f"{name!r} is not a valid header name")
-        if name.lower() in _OWN_HEADERS:
-            raise RenderError(f"{name}: this header is set by the message builder")
-        headers.append(f"{name}: {_text_header(name, str(value))}")
-    boundary = "=_" + hashlib.sha256(message_id.encode("ascii")).hexdigest()[:24]
-    headers.append("MIME-Version: 1.0")
-    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-    delimiter = f"--{boundary}\r\n".encode("ascii")
-    return b"".join((
-        "\r\n".join(headers).encode("ascii"), b"\r\n\r\n",
-        delimiter, _body(text, "text/plain"),
-        delimiter, _body(html, "text/html"),
-        f"--{boundary}--\r\n".encode("ascii"),
-    ))
+    frame = EmailFrame(from_addr=from_addr, reply_to=reply_to, extra_headers=extra_headers)
+    return frame.build(to_addr=to_addr, subject=subject, html=html, text=text, message_id=message_id,
+                       list_unsubscribe=list_unsubscribe, date=date)
 
 
 def stable_message_id(campaign_id: str, contact_id: str, domain: str) -> str:

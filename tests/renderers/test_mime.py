@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
+from types import SimpleNamespace
 
 import pytest
 
 from renderers.errors import HeaderInjection, InvalidAddress, RenderError
-from renderers.mime import build_email, is_valid_address, parse_address, stable_message_id
+from renderers import mime
+from renderers.mime import EmailFrame, build_email, is_valid_address, parse_address, stable_message_id
 
 MID = "<0b8f1c4e9a5d4f7e8c1b2a3d4e5f6a7b@acme.example>"
 HTML = "<html><body><p>Hej Zoë &amp; Søren, café é</p></body></html>"
@@ -242,3 +245,115 @@ def test_a_rendered_campaign_becomes_a_readable_email():
         "Hej Zoë <b> ,\n\nSe tilbuddet (https://acme.example/offer)\n\n"
         f"Unsubscribe: {unsubscribe}\n"
     )
+
+
+# --- EmailFrame: what a campaign shares, checked once; each recipient's values checked per message
+
+FROM = "Acme News <news@acme.example>"
+REPLY = "john@acme.example"
+
+
+def personal(**overrides):
+    """One recipient's values for ``EmailFrame.build``."""
+    args = dict(to_addr="person1@example.com", subject="Zoë, spring is here", html=HTML, text=TEXT,
+                message_id=stable_message_id("fab657f1", "98388685", "acme.example"),
+                list_unsubscribe="https://acme.example/unsub?contact=98388685&campaign=fab657f1")
+    args.update(overrides)
+    return args
+
+
+def test_a_frame_builds_the_same_bytes_as_build_email():
+    when = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    extras = {"X-Campaign-Id": "fab657f1"}
+    frame = EmailFrame(from_addr=FROM, reply_to=REPLY, extra_headers=extras)
+    assert frame.build(**personal(date=when)) == build_email(
+        from_addr=FROM, reply_to=REPLY, extra_headers=extras, date=when, **personal())
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("subject", "Hello\r\nBcc: victim@example.com"),
+        ("subject", "=?utf-8?b?YQ0KQmNjOiB2aWN0aW1AZXhhbXBsZS5jb20=?="),
+        ("to_addr", "zoe@example.com\r\nBcc: victim@example.com"),
+        ("to_addr", ("=?utf-8?q?Z=0D=0ABcc:_v@example.com?=", "zoe@example.com")),
+        ("list_unsubscribe", "https://acme.example/u%0d%0aBcc:%20victim@example.com"),
+        ("message_id", "<a@b.example>\r\nBcc: victim@example.com"),
+    ],
+)
+def test_a_frame_refuses_an_injection_in_one_recipients_values(field, value):
+    frame = EmailFrame(from_addr=FROM, reply_to=REPLY)
+    with pytest.raises(HeaderInjection):
+        frame.build(**personal(**{field: value}))
+    # only that message: the next recipient's is built from the same frame
+    assert parse(frame.build(**personal()))["To"].addresses[0].addr_spec == "person1@example.com"
+
+
+@pytest.mark.parametrize(
+    "sender, error",
+    [
+        (dict(from_addr="Acme\n <noreply@acme.example>"), HeaderInjection),
+        (dict(from_addr=("Acme\r\nBcc: victim@example.com", "news@acme.example")), HeaderInjection),
+        (dict(from_addr=("=?utf-8?q?A=0D=0ABcc:_v@example.com?=", "news@acme.example")), HeaderInjection),
+        (dict(from_addr=FROM, reply_to="john@acme.example\nBcc: victim@example.com"), HeaderInjection),
+        (dict(from_addr="news@localhost"), InvalidAddress),
+        (dict(from_addr=FROM, reply_to="a@example.com, b@example.com"), InvalidAddress),
+    ],
+)
+def test_a_bad_sender_is_refused_when_the_frame_is_built(sender, error):
+    with pytest.raises(error):
+        EmailFrame(**sender)
+
+
+def test_bad_extra_headers_are_refused_when_the_frame_is_built():
+    with pytest.raises(HeaderInjection):
+        EmailFrame(from_addr=FROM, extra_headers={"X-Tag": "a\r\nBcc: victim@example.com"})
+    with pytest.raises(RenderError, match="set by the message builder"):
+        EmailFrame(from_addr=FROM, extra_headers={"Reply-To": "evil@example.com"})
+
+
+def test_two_messages_from_one_frame_differ_only_in_their_personal_parts():
+    frame = EmailFrame(from_addr=FROM, reply_to=REPLY, extra_headers={"X-Campaign-Id": "fab657f1"})
+    first = parse(frame.build(**personal()))
+    second = parse(frame.build(**personal(
+        to_addr=("Søren", "soren@example.com"), subject="Søren, spring is here", html="<p>Hej Søren</p>",
+        text="Hej Søren\n", message_id=stable_message_id("fab657f1", "98388686", "acme.example"),
+        list_unsubscribe="https://acme.example/unsub?contact=98388686&campaign=fab657f1",
+        date=datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc))))
+    assert first.keys() == second.keys()  # the same headers in the same order
+    changed = {name for name in first.keys() if first[name] != second[name]}
+    assert changed == {"To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "Content-Type"}  # boundary
+    assert second["To"].addresses[0].addr_spec == "soren@example.com"
+    assert second["Subject"] == "Søren, spring is here"
+    assert lf(second.get_body(("plain",)).get_content()) == "Hej Søren\n"
+    assert lf(first.get_body(("html",)).get_content()) == HTML
+    assert first["From"] == second["From"] == "Acme News <news@acme.example>"
+
+
+def test_date_is_the_time_of_building():
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    sent = parse(EmailFrame(from_addr=FROM).build(**personal()))["Date"].datetime
+    assert before <= sent <= datetime.now(timezone.utc)
+
+
+def test_date_moves_on_with_the_clock(monkeypatch):
+    # formatted once per second: the next second gets its own text, not the cached one
+    second = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    clock = SimpleNamespace(time=lambda: second.timestamp() + 0.25)
+    monkeypatch.setattr(mime, "time", clock)
+    frame = EmailFrame(from_addr=FROM)
+    assert parse(frame.build(**personal()))["Date"].datetime == second
+    clock.time = lambda: second.timestamp() + 1.75
+    assert parse(frame.build(**personal()))["Date"].datetime == second + timedelta(seconds=1)
+
+
+def test_stable_message_ids_never_change():
+    # a resend after a crash must carry the Message-ID of the first attempt, across releases too
+    assert stable_message_id("fab657f1", "98388685", "acme.example") == (
+        "<bf9877a31701575a9509a005e9fac38a@acme.example>")
+    assert stable_message_id("5f0c7a3e-8a1b-4c2d-9e3f-112233445566", "test:zoë@example.com", "acme.example") == (
+        "<7b53c7a77dc25883bfbba0acc4c49688@acme.example>")
+    namespace = uuid.UUID("6f1c9a9e-3b7d-5a53-9d38-6c2d3f0e8b41")  # what they have always been: uuid5
+    for campaign, contact in [("c", "k"), ("Zoë", "日本語"), ("", ""), ("fab657f1", "test:a@b.example")]:
+        key = uuid.uuid5(namespace, f"{campaign}\x00{contact}").hex
+        assert stable_message_id(campaign, contact, "acme.example") == f"<{key}@acme.example>"

@@ -21,6 +21,10 @@ class NoSendingDomain(ValueError):
     """Neither ``domain`` nor ``domain_slug`` is set in the campaign settings."""
 
 
+class UnusableSender(ValueError):
+    """The sender's From or Reply-To cannot stand in an email header (every email would fail)."""
+
+
 def sender_for(settings: CampaignSettings | None, message_sender: str | None, domain_suffix: str) -> Sender:
     """With a custom domain, From is the campaign's sender when it is at that domain, else
     ``noreply@<domain>``; without one, From is ``noreply@<slug>.<suffix>``. Whenever From is not

@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 
 from renderers.context import build_context
-from renderers.mime import build_email, stable_message_id
+from renderers.errors import RenderError
+from renderers.mime import EmailFrame, stable_message_id
 from renderers.templating import CompiledCampaign, Rendered, compile_campaign
 from storage.contacts import contact_to_seed
 from storage.fields import FIXED_FIELD_NAMES
@@ -21,7 +22,7 @@ from storage.filters import FilterTree, parse_filters
 from storage.ledger import skip_reason_of
 from storage.models import Campaign, CampaignSettings, Contact, Template, User
 from storage.serialize import user_to_seed
-from worker.channels.addressing import Sender, sender_for
+from worker.channels.addressing import Sender, UnusableSender, sender_for
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class CampaignRuntime:
     tree: FilterTree
     compiled: CompiledCampaign | None
     sender: Sender | None
+    frame: EmailFrame | None  # From and Reply-To, checked and formatted once for every email
     owner: dict[str, Any] | None
     unsubscribe_url: str | None
 
@@ -78,13 +80,12 @@ class CampaignRuntime:
 
     def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""
-        assert self.sender is not None
+        assert self.sender is not None and self.frame is not None
         unsubscribe_url = self.unsubscribe_for(contact.id)  # once: in the footer and in the header
         rendered = self.render(contact, user, unsubscribe_url)
         rcpt = to or contact.email
-        data = build_email(
-            from_addr=self.sender.from_addr, to_addr=rcpt, subject=subject_prefix + rendered.subject,
-            html=rendered.html, text=rendered.text, reply_to=self.sender.reply_to,
+        data = self.frame.build(
+            to_addr=rcpt, subject=subject_prefix + rendered.subject, html=rendered.html, text=rendered.text,
             message_id=stable_message_id(self.campaign_id, contact.id if to is None else f"test:{rcpt}",
                                          self.sender.domain),
             list_unsubscribe=unsubscribe_url,
@@ -93,7 +94,8 @@ class CampaignRuntime:
 
 
 def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> CampaignRuntime:
-    """Compile a campaign's filter and templates; raises RenderError / ValidationFailed / NoSendingDomain."""
+    """Compile a campaign's filter and templates; raises RenderError / ValidationFailed / NoSendingDomain /
+    UnusableSender."""
     message = campaign.message or {}
     template = session.get(Template, campaign.template_id) if campaign.template_id else None
     compiled = None
@@ -102,10 +104,17 @@ def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> C
                                     message.get("content") or "", template.content if template else None)
     settings = session.get(CampaignSettings, 1)
     sender = sender_for(settings, message.get("sender"), domain_suffix) if campaign.type == "email" else None
+    frame = None
+    if sender is not None:
+        try:
+            frame = EmailFrame(from_addr=sender.from_addr, reply_to=sender.reply_to)
+        except RenderError as exc:  # no email can carry it: the campaign's fault, not each recipient's
+            raise UnusableSender(f"the sender cannot be used in an email ({exc}): correct message.sender "
+                                 "or the settings' domain") from None
     unsubscribe = settings.unsubscribe_url if settings is not None else None
     return CampaignRuntime(
         campaign_id=campaign.id, campaign_type=campaign.type, campaign_name=campaign.name,
-        tree=parse_filters(campaign.filter or []), compiled=compiled, sender=sender,
+        tree=parse_filters(campaign.filter or []), compiled=compiled, sender=sender, frame=frame,
         owner=user_to_seed(session.get(User, campaign.user_id)), unsubscribe_url=unsubscribe,
     )
 

@@ -26,7 +26,7 @@ from storage.ledger import Batch, Claimed, claim, release, skip_pending
 from storage.models import Campaign, Contact, User
 from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
-from worker.channels.addressing import NoSendingDomain
+from worker.channels.addressing import NoSendingDomain, UnusableSender
 from worker.channels.campaign_runtime import CampaignRuntime
 from worker.channels.email import send_emails
 from worker.channels.letters import render_letters
@@ -41,7 +41,7 @@ Retry = Callable[[Batch, int], None]  # (batch, delay in ms)
 Channel = Callable[[CampaignRuntime, list[Ready], Rounds], list[Claimed]]
 
 # What building a campaign's runtime raises when the campaign as a whole cannot be sent any more.
-CAMPAIGN_FAULTS = (NoSendingDomain, RenderError, ValidationFailed)
+CAMPAIGN_FAULTS = (NoSendingDomain, UnusableSender, RenderError, ValidationFailed)
 
 
 def channel_for(app: App, campaign_type: str) -> Channel:
