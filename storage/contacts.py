@@ -283,6 +283,27 @@ def _consent(obj: Any, where: str, errors: dict[str, list[str]]) -> dict[str, An
     return row
 
 
+def contact_for_templates(contact: Contact, user: dict[str, Any] | None) -> dict[str, Any]:
+    """What a template reads of a contact, in the seed's names: ``contact_to_seed`` without what no
+    template can reach (the fixed fields' catalogue entries, consent, social profile), fixed fields
+    as ``{name: value}``. Built for every recipient, so lean; ``user`` is ``user_to_seed``'s dict."""
+    account = None
+    if contact.account_id is not None or contact.account_name is not None:
+        account = {"id": contact.account_id, "name": contact.account_name}
+    return {
+        "id": contact.id,
+        "b2c": contact.b2c,
+        "account": account,
+        "user": user,
+        "team_id": contact.team_id,
+        "status": contact.status,
+        "fixed_fields": {field.name: getattr(contact, field.name) for field in FIXED_FIELDS},
+        "custom_fields": contact.custom_fields,
+        "created_at": timefmt.fmt(contact.created_at),
+        "updated_at": timefmt.fmt(contact.updated_at),
+    }
+
+
 def contact_to_seed(contact: Contact, user: User | None, team: Team | None = None) -> dict[str, Any]:
     """The seed's recipient shape of a stored contact (without a recipients listing's ``delivery``)."""
     account = None

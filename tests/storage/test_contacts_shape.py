@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.contacts import contact_row, contact_to_seed, read_contact
+from renderers.context import build_context
+from storage.contacts import contact_for_templates, contact_row, contact_to_seed, read_contact
 from storage.errors import ValidationFailed
-from storage.fields import FIXED_FIELDS
+from storage.fields import FIXED_FIELD_NAMES, FIXED_FIELDS
 from storage.loader import load_bundle
 from storage.models import Contact, Team, User
+from storage.serialize import user_to_seed
 
 BUNDLE = Path(__file__).parent.parent / "data" / "bundle.json"
 NO_CONSENT = {ch: {"consent_given": None, "updated_at": ""} for ch in ("email", "letter", "call", "sms")}
@@ -43,6 +45,29 @@ def test_round_trip_gives_back_the_seed_shape(sessions, bundle):
             user = session.get(User, contact.user_id) if contact.user_id else None
             expected = dict(original, consent=original["consent"] or NO_CONSENT)
             assert contact_to_seed(contact, user) == expected
+
+
+def test_templates_read_the_same_values_from_the_lean_contact_as_from_the_seed_shape(sessions, bundle):
+    def rendered(contact: dict) -> str:
+        context = build_context(contact, {"id": "c", "name": "n"}, None, None, fixed_field_names=FIXED_FIELD_NAMES)
+        record = context["contact"]
+        # every name a template can reach on a contact, as it would print
+        names = [*FIXED_FIELD_NAMES, "id", "b2c", "team_id", "status", "created_at", "updated_at"]
+        values = [str(record[name]) for name in sorted(names)]
+        values += [str(record["account"][k]) for k in ("id", "name")]
+        values += [str(record["user"][k]) for k in record["user"]]
+        values += [f"{k}={record['custom_fields'][k]}" for k in sorted(record["custom_fields"])]
+        values += [str(record["fixed_fields"][name]) for name in sorted(FIXED_FIELD_NAMES)]
+        return "|".join(values)
+
+    load_bundle(sessions, bundle)
+    with sessions() as session:
+        contacts = session.query(Contact).all()
+        assert any(c.user_id for c in contacts) and any(c.account_name for c in contacts)
+        for contact in contacts:
+            user = session.get(User, contact.user_id) if contact.user_id else None
+            assert rendered(contact_for_templates(contact, user_to_seed(user))) == \
+                rendered(contact_to_seed(contact, user))
 
 
 def test_names_with_non_ascii_letters_are_stored_as_given(sessions, bundle):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +15,7 @@ from renderers.context import build_context
 from renderers.errors import RenderError
 from renderers.mime import EmailFrame, stable_message_id
 from renderers.templating import CompiledCampaign, Rendered, compile_campaign
-from storage.contacts import contact_to_seed
+from storage.contacts import contact_for_templates
 from storage.fields import FIXED_FIELD_NAMES
 from storage.filter_eval import matches
 from storage.filters import FilterTree, parse_filters
@@ -48,6 +48,11 @@ class CampaignRuntime:
     frame: EmailFrame | None  # From and Reply-To, checked and formatted once for every email
     owner: dict[str, Any] | None
     unsubscribe_url: str | None
+    # id(User) -> (that User, its seed dict): a batch's contacts share a few users, loaded once per
+    # batch (one object per user in the batch's session), so each is serialised once per batch
+    # instead of once per recipient. Keyed by the object, not the user id: a new batch reads the
+    # user afresh, so a change to the user shows in the next batch.
+    _users: dict[int, tuple[User, dict[str, Any]]] = field(default_factory=dict, compare=False, repr=False)
 
     def recheck(self, contact: Contact | None) -> str | None:
         """Why this contact must be skipped now (it changed since fan-out), or None."""
@@ -67,8 +72,18 @@ class CampaignRuntime:
     def context(self, contact: Contact, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
         """The template context for one contact (CONTRACT section 4)."""
         return build_context(
-            contact_to_seed(contact, user), {"id": self.campaign_id, "name": self.campaign_name}, self.owner,
-            unsubscribe_url, fixed_field_names=FIXED_FIELD_NAMES)
+            contact_for_templates(contact, self._user(user)), {"id": self.campaign_id, "name": self.campaign_name},
+            self.owner, unsubscribe_url, fixed_field_names=FIXED_FIELD_NAMES)
+
+    def _user(self, user: User | None) -> dict[str, Any] | None:
+        if user is None:
+            return None
+        known = self._users.get(id(user))
+        if known is None or known[0] is not user:
+            if len(self._users) >= 256:  # forget earlier batches' users rather than grow without bound
+                self._users.clear()
+            known = self._users[id(user)] = (user, user_to_seed(user))
+        return known[1]
 
     def render(self, contact: Contact, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
         """Subject, HTML and text for one contact; raises RenderError."""
