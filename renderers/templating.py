@@ -684,27 +684,60 @@ def add_unsubscribe_footer(html: str, text: str, unsubscribe_url: str) -> tuple[
 
 # html_to_text works in a few regex passes (about 3x faster than html.parser). No pattern can
 # scan past the next "<" on a failed attempt, so odd markup costs linear time, not quadratic.
+# It runs once per recipient, so each pass is kept cheap: every pattern starts with a literal
+# ("<" or " \x00") that the regex engine skips to instead of trying a match at each character,
+# and the tag pass maps names through a dict instead of calling a Python function per tag.
 _A = r"""[^<>"']*(?:(?:"[^"<]*"|'[^'<]*')[^<>"']*)*"""  # attributes; quoted values may hold ">"
 _DROP = re.compile(
-    rf"<!--.*?(?:-->|\Z)|<(script|style|head|title|noscript|template)\b{_A}>.*?(?:</\1\s*>|\Z)",
+    # (?=[!shtn]): the first letters of the alternatives (case-insensitive, as they are), so that
+    # most tags fail there at once rather than after trying six names
+    rf"<(?=[!shtn])(?:!--.*?(?:-->|\Z)"
+    rf"|(script|style|head|title|noscript|template)\b{_A}>.*?(?:</\1\s*>|\Z))",
     re.S | re.I,
 )
 _ALT = re.compile(rf"""<img\b{_A}?\salt\s*=\s*("[^"<]*"|'[^'<]*'|[^\s<>]+){_A}>""", re.I)
 _LINK = re.compile(rf"<a\b({_A})>([^<]*(?:<(?!/?a\b)[^<]*)*)</a\s*>", re.I)
 _HREF = re.compile(r"""\shref\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.I)
-_TAG = re.compile(rf"<(/?)([A-Za-z][^\s/<>]*){_A}>|<![^<>]*>|<\?[^<>]*>")
+# Group 1: the tag's name with its "/" if it closes; None for <!...> and <?...>.
+_TAG = re.compile(rf"<(/?[A-Za-z][^\s/<>]*){_A}>|<![^<>]*>|<\?[^<>]*>")
+# Block tags leave markers: " \x00\x01" a paragraph, " \x00" a line, " \x00\x02" a <br>. Once
+# whitespace is collapsed, a run of markers (with the spaces around them) becomes a blank line
+# when it holds a paragraph or two <br>, else one line break. Every marker starts with " \x00",
+# which the run patterns below can skip to; the space changes nothing, a run takes in its spaces.
+_PARAGRAPH, _LINE, _BR = " \x00\x01", " \x00", " \x00\x02"
 _BLOCKS = {
     **dict.fromkeys(("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
-                     "hr", "pre", "dl"), "\x01"),
+                     "hr", "pre", "dl"), _PARAGRAPH),
     **dict.fromkeys(("div", "tr", "section", "article", "header", "footer", "main", "nav",
                      "aside", "address", "dt", "dd", "figure", "figcaption", "form", "center"),
-                    "\x00"),
-    "br": "\x02", "td": " ", "th": " ",
+                    _LINE),
+    "br": _BR, "td": " ", "th": " ",
 }
-# Block tags leave markers: \x01 a paragraph, \x00 a line, \x02 a <br>. A run of markers becomes
-# a blank line when it holds a paragraph or two <br>, else one line break.
-_BREAKS = re.compile(r" ?[\x00-\x02][\x00-\x02 ]*")
-_BLANKS = re.compile(r"\n{3,}")
+# What each tag leaves in the text, by the name _TAG captures: opening and closing block tags
+# alike, "<li>" a line and a dash ("</li>" nothing), any other tag nothing.
+_TAG_MARKS = {**_BLOCKS, **{f"/{name}": mark for name, mark in _BLOCKS.items()}, "li": " \x00- "}
+
+
+class _Marks(dict[str | None, str]):
+    """_TAG_MARKS by the name as written ("TD", "/Li", None): a name not seen before is
+    lowercased, and remembered (a thousand short names at most, as templates choose them) so
+    that the next recipient's tags are all plain dict lookups."""
+
+    def __missing__(self, name: str) -> str:
+        mark = _TAG_MARKS.get(name.lower(), "")
+        if len(self) < 1000 and len(name) <= 20:
+            self[name] = mark
+        return mark
+
+
+_MARKS = _Marks({**_TAG_MARKS, None: ""})  # None: <!...> and <?...>
+# A run of markers that makes a blank line. It is tried at a run's start only (the lookbehind:
+# not after another marker), so that a long run that does not qualify is scanned once, not once
+# per marker.
+_PARAGRAPH_RUN = re.compile(
+    " \x00(?<![\x00-\x02] \x00)[\x00 ]*(?:\x01|\x02[\x00 ]*[\x01\x02])[\x00-\x02 ]*"
+)
+_LINE_RUN = re.compile(" \x00[\x00-\x02 ]*")  # any other run
 
 
 def _unquote(value: str) -> str:
@@ -731,28 +764,19 @@ def _alt(match: re.Match[str]) -> str:
     return f" {_unquote(match.group(1))} "
 
 
-def _tag(match: re.Match[str]) -> str:
-    name = match.group(2)
-    if name is None:
-        return ""
-    name = name.lower()
-    if name == "li":
-        return "" if match.group(1) else "\x00- "
-    return _BLOCKS.get(name, "")
-
-
-def _break(match: re.Match[str]) -> str:
-    run = match.group()
-    return "\n\n" if "\x01" in run or run.count("\x02") > 1 else "\n"
-
-
 def html_to_text(html: str) -> str:
     """A plain-text alternative of an HTML body: tags stripped, entities unescaped, each link
     kept as ``text (url)``, whitespace collapsed, blocks on their own lines."""
-    text = _DROP.sub("", re.sub("[\x00-\x02]", "", html))
+    if "\x00" in html or "\x01" in html or "\x02" in html:  # the markers' characters; seldom there
+        html = re.sub("[\x00-\x02]", "", html)
+    text = _DROP.sub("", html)
     text = _LINK.sub(_link, _ALT.sub(_alt, text))
-    text = _TAG.sub(_tag, text)
-    text = _BREAKS.sub(_break, " ".join(unescape(text).split()))
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    text = _BLANKS.sub("\n\n", text).strip()
+    parts = _TAG.split(text)  # text, tag name, text, tag name, ..., text
+    parts[1::2] = map(_MARKS.__getitem__, parts[1::2])
+    # A run of markers at the very start would only make newlines that strip() removes: drop it
+    # (it has no space before it for the run patterns to find).
+    text = " ".join(unescape("".join(parts)).split()).lstrip("\x00\x01\x02 ")
+    # The lines need no stripping and no three newlines can meet: a run takes in the spaces on
+    # both sides of it, and there is text between two runs.
+    text = _LINE_RUN.sub("\n", _PARAGRAPH_RUN.sub("\n\n", text)).strip()
     return text + "\n" if text else ""
