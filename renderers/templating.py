@@ -419,6 +419,14 @@ class _Sandbox(SandboxedEnvironment):
             self.filters[name] = _checked_filter(self.filters[name], _FILTER_CHECKS.get(name),
                                                  count_items=name in _ITEM_FILTERS)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # The context's records (renderers.context.Record) hold plain values and lead nowhere else:
+        # their attributes are their items, read without the checks meant for Python objects
+        # (the same result, a few microseconds less on every ``contact.x`` a recipient's render reads).
+        if getattr(type(obj), "_plain_items", False) and attribute[:1] != "_":
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def guard_loop(self, iterable: Any) -> Any:
         """What every compiled ``{% for %}`` iterates: ``iterable``, each step counted."""
         budget = _BUDGET.get()
