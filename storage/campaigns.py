@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
-from storage.lifecycle import ensure_editable, initial_status
 from storage.models import Campaign, Recipient, Template, User
 from storage.statuses import CampaignStatus, RecipientStatus
 from storage.serialize import template_to_seed, user_to_seed
 from storage.timefmt import fmt
-from storage.validation import CampaignInput
+
+if TYPE_CHECKING:
+    from storage.lifecycle import ensure_editable, initial_status
+    from storage.validation import CampaignInput
+
+# Imported when first used (PEP 562): the lifecycle pulls in the ledger and its filter SQL, which
+# reads (``campaigns show``) never need; ``repo.ensure_editable`` still works for the callers.
+_LAZY = {"ensure_editable": "storage.lifecycle", "initial_status": "storage.lifecycle",
+         "CampaignInput": "storage.validation"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def _key(campaign_id: str) -> str:
     """The id in its stored form; NotFound for an id that is no UUID."""
@@ -34,6 +50,8 @@ def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False
 
 
 def _apply(campaign: Campaign, data: CampaignInput, now: datetime) -> None:
+    from storage.lifecycle import initial_status  # lazy: see _LAZY
+
     campaign.name = data.name
     campaign.description = data.description
     campaign.approved = data.approved
@@ -60,6 +78,8 @@ def create_campaign(session: Session, data: CampaignInput, user: User, now: date
 
 def update_campaign(session: Session, campaign: Campaign, data: CampaignInput, now: datetime) -> Campaign:
     """Replace a not-yet-sent campaign's fields (PUT semantics)."""
+    from storage.lifecycle import ensure_editable  # lazy: see _LAZY
+
     ensure_editable(campaign, "updated")
     _apply(campaign, data, now)
     session.flush()
@@ -82,6 +102,8 @@ def copy_campaign(session: Session, campaign: Campaign, now: datetime) -> Campai
 
 def delete_campaign(session: Session, campaign: Campaign) -> None:
     """Delete a not-yet-sent campaign."""
+    from storage.lifecycle import ensure_editable  # lazy: see _LAZY
+
     ensure_editable(campaign, "deleted")
     session.delete(campaign)
     session.flush()

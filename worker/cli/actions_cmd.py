@@ -1,26 +1,28 @@
-"""``campaigns send|pause|resume|cancel|test-email|preview|messages``: acting on a campaign."""
+"""``campaigns send|pause|resume|cancel|test-email|preview|messages``: acting on a campaign.
+
+Imported with every ``campaigns`` command (``show`` too): the write side is imported by the command
+that runs it (see ``campaigns_cmd``).
+"""
 
 from __future__ import annotations
 
 import click
 
 from storage.errors import ValidationFailed
-from worker.pipeline import commands, queries, side_jobs
+from worker.pipeline import queries
 from worker.pipeline.app import App
-from worker.pipeline.campaign_actions import check_email, check_test_email
-from worker.pipeline.dispatcher import InlineDispatcher
 from worker.cli.campaigns_cmd import PAGE, PER_PAGE, campaign_command, campaigns_group
 from worker.cli.output import emit, read_json_file
 
-campaign_command("send", commands.send_campaign,
+campaign_command("send", "worker.pipeline.commands:send_campaign",
                  "Dispatch now (the API's execute_now). With BROKER_URL=memory:// it is made due for `run`.")
-campaign_command("pause", commands.pause_campaign,
+campaign_command("pause", "worker.pipeline.commands:pause_campaign",
                  "Stop taking new recipients (each worker thread finishes its SMTP round).")
-campaign_command("resume", commands.resume_campaign,
+campaign_command("resume", "worker.pipeline.commands:resume_campaign",
                  "Go on after a pause (or a brake), with the recipients not sent yet.")
-campaign_command("cancel", commands.cancel_campaign,
+campaign_command("cancel", "worker.pipeline.commands:cancel_campaign",
                  "Stop for good; recipients not yet taken are skipped (reason: cancelled).")
-campaign_command("preview", commands.preview_campaign,
+campaign_command("preview", "worker.pipeline.commands:preview_campaign",
                  "Render and store a preview; print a download URL valid for 300 s (email: HTML, letter: PDF, "
                  "telephone: an HTML page of its first recipient and its task).")
 
@@ -35,6 +37,11 @@ def test_email(app: App, args: tuple[str, ...], payload: str | None, user_id: in
 
     With BROKER_URL=memory:// it is sent in the command; with no SMTP_URL too, it is captured in the
     local Maildir var/mail, as `run` captures mail."""
+    # Lazy: the write side, the dispatcher and the mail capture (see campaigns_cmd).
+    from worker.pipeline import commands, side_jobs
+    from worker.pipeline.campaign_actions import check_email, check_test_email
+    from worker.pipeline.dispatcher import InlineDispatcher
+
     expected = 1 if payload else 2
     if len(args) != expected:
         usage = "test-email --payload FILE EMAIL" if payload else "test-email ID EMAIL"

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from worker.pipeline import commands, queries
+from worker.pipeline import queries
 from worker.pipeline.app import App
 from worker.cli.campaigns_cmd import campaign_command, campaigns_group
 from worker.cli.output import emit
 
-campaign_command("letters", queries.letters_url,
+campaign_command("letters", "worker.pipeline.queries:letters_url",
                  "A fresh URL to the ZIP of a letter campaign's PDFs, valid for 300 s.")
-campaign_command("tasks", queries.tasks, "The telephone / follow-up tasks the campaign created.")
-campaign_command("export", commands.start_export,
+campaign_command("tasks", "worker.pipeline.queries:tasks", "The telephone / follow-up tasks the campaign created.")
+campaign_command("export", "worker.pipeline.commands:start_export",
                  "Queue an XLSX export of the recipients (with memory:// it runs in the command).")
 
 

@@ -19,6 +19,7 @@ import pydantic
 
 from storage.errors import Conflict, NotFound, ValidationFailed
 from worker.cli.output import EXIT_CONFLICT, EXIT_ERROR, EXIT_INVALID, EXIT_NOT_FOUND, fail
+from worker.cli.startup import importing, running, skip_final_collections
 
 
 class Entry(NamedTuple):
@@ -65,8 +66,10 @@ class LazyCommands(MutableMapping[str, click.Command]):
         self._loaded: dict[str, click.Command] = {}
 
     def _load(self, name: str) -> None:
-        for module in self._entries[name].modules:
-            for command in importlib.import_module(module).COMMANDS:
+        with importing():
+            modules = [importlib.import_module(module) for module in self._entries[name].modules]
+        for module in modules:
+            for command in module.COMMANDS:
                 self._loaded.setdefault(command.name, command)
 
     def loaded(self, name: str) -> click.Command | None:
@@ -126,21 +129,24 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Campaign dispatch worker: schedules, fans out and delivers campaigns exactly once."""
-    from worker.pipeline.app import App
-    from worker.runtime.logging import configure_logging
-    from worker.runtime.settings import Settings
+    with importing():
+        from worker.pipeline.app import App
+        from worker.runtime.logging import configure_logging
+        from worker.runtime.settings import Settings
 
-    settings = Settings()
-    configure_logging(settings.log_format, settings.log_level)
-    app = App(settings)
+        settings = Settings()
+        configure_logging(settings.log_format, settings.log_level)
+        app = App(settings)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the contract's exit codes and no traceback for bad input."""
+    skip_final_collections()
     try:
-        cli.main(args=argv, prog_name="campaign-dispatch", standalone_mode=False)
+        with running():
+            cli.main(args=argv, prog_name="campaign-dispatch", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

@@ -8,16 +8,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dramatiq
 import structlog
 
-from scheduler.jobs import Enqueue
 from storage.errors import Conflict, NotFound, ValidationFailed
-from storage.ledger import Batch
-from worker.pipeline import archive, delivery, exports, fanout, finishing, side_jobs
 from worker.pipeline.app import App
+
+# Dramatiq, the ledger and the actors' modules are imported where the actors are declared and
+# used: `status` imports this module for QUEUES only.
+if TYPE_CHECKING:
+    import dramatiq
+
+    from scheduler.jobs import Enqueue
+    from storage.ledger import Batch
 
 log = structlog.get_logger()
 
@@ -52,6 +56,8 @@ class Actors:
 
     def enqueue(self) -> Enqueue:
         """The scheduler's (and finalise's) view of the actors."""
+        from scheduler.jobs import Enqueue
+
         return Enqueue(dispatch=self.enqueue_dispatch, batches=self.enqueue_batches, archive=self.enqueue_archive)
 
 
@@ -73,6 +79,10 @@ def _saying_why(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def declare_actors(broker: dramatiq.Broker, app: App) -> Actors:
     """Declare every actor on ``broker``, bound to ``app``'s database, SMTP pool and object store."""
+    import dramatiq
+
+    from storage.ledger import Batch
+    from worker.pipeline import archive, delivery, exports, fanout, finishing, side_jobs
 
     def dispatch_campaign(campaign_id: str) -> None:
         fanout.dispatch(app, campaign_id, actors.enqueue_batches)

@@ -14,15 +14,14 @@ from storage.campaign_messages import get_message, list_messages, message_to_see
 from storage.campaign_settings import get_settings, settings_to_seed
 from storage.errors import Conflict, NotFound, ValidationFailed
 from storage.models import Campaign, Contact, StoredFile, Task, User
-from storage.objectstore import URL_SECONDS
-from storage.recipients import list_recipients
 from storage.serialize import pagination, user_to_seed
 from storage.statuses import IN_FLIGHT, CampaignStatus
 from storage.timefmt import fmt
 from storage.validation import TYPES
 from worker.pipeline.app import App
-from worker.pipeline.exports import export_to_seed, get_export
-from worker.pipeline.status import status_report
+
+# Recipients (their filter SQL), exports (XLSX), the object store and the status report are imported
+# in the functions using them: the CLI's `campaigns show` imports this module and needs none of them.
 
 STATUSES = (*(s.value for s in CampaignStatus), "sent")
 """The values ``list_campaigns`` filters on (``sent`` means completed, as in the seed)."""
@@ -85,6 +84,8 @@ def show_campaign(app: App, campaign_id: str) -> dict:
 def recipients(app: App, campaign_id: str, *, search: str | None = None, page: int = 1, per_page: int = 15,
                base_url: str = "") -> dict:
     """GET /campaigns/:id/recipients, each with its delivery state."""
+    from storage.recipients import list_recipients
+
     check_page(page, per_page)
     with app.sessions() as session:
         campaign = repo.get_campaign(session, campaign_id)
@@ -113,6 +114,8 @@ def message(app: App, campaign_id: str, message_id: int) -> dict:
 
 
 def _url(app: App, file: StoredFile) -> str:
+    from storage.objectstore import URL_SECONDS
+
     return app.store.url(file.key, URL_SECONDS, filename=file.name)
 
 
@@ -175,6 +178,8 @@ def file_url(app: App, file_id: str) -> dict:
 
 def export_status(app: App, campaign_id: str, export_id: str) -> dict:
     """An export: pending, failed (with the reason) or done with a file_id."""
+    from worker.pipeline.exports import export_to_seed, get_export
+
     with app.sessions() as session:
         return export_to_seed(get_export(session, campaign_id, export_id))
 
@@ -187,4 +192,6 @@ def show_settings(app: App) -> dict:
 
 def status(app: App) -> dict:
     """Queue depths (ready, delayed, dead) and the campaigns in flight with their progress."""
+    from worker.pipeline.status import status_report
+
     return status_report(app)
