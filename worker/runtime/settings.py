@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # Operational tuning (not in the contract; documented in the README).
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
-    smtp_pool_size: int = Field(default=10, ge=1, le=100)
+    smtp_pool_size: int = Field(default=20, ge=1, le=100)
     db_pool_size: int = Field(default=20, ge=1, le=500)
     # A row `sending` this long without its worker's heartbeat (every third of it) is taken back.
     lease_seconds: float = Field(default=15.0, gt=0)
