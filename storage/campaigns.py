@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
@@ -170,14 +170,30 @@ def with_related(session: Session, campaigns: list[Campaign]) -> list[Any]:
     return held
 
 
-def get_campaign_for_show(session: Session, campaign_id: str) -> tuple[Campaign, list[Any]]:
-    """``get_campaign`` with its user and template in the same query; hold the list while serialising."""
-    row = session.execute(select(Campaign, User, Template).outerjoin(User, User.id == Campaign.user_id)
-                          .outerjoin(Template, Template.id == Campaign.template_id)
-                          .where(Campaign.id == _key(campaign_id))).first()
+# GET /campaigns/:id in one statement, built once (a reused statement object is compiled and its
+# cache key computed once): the campaign with its user and template, and its ledger's counts from
+# an aggregate subquery that always gives one row (zeros when the ledger is empty).
+_COUNTS = (select(func.count().label("total"),
+                  *(func.coalesce(func.sum(case((Recipient.status == status, 1), else_=0)), 0).label(status)
+                    for status in (RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.SKIPPED)))
+           .where(Recipient.campaign_id == bindparam("campaign_id")).subquery("counts"))
+_SHOW = (select(Campaign, User, Template, *_COUNTS.c)
+         .outerjoin(User, User.id == Campaign.user_id)
+         .outerjoin(Template, Template.id == Campaign.template_id)
+         .join(_COUNTS, true())
+         .where(Campaign.id == bindparam("campaign_id")))
+
+
+def get_campaign_for_show(session: Session, campaign_id: str) -> tuple[Campaign, dict[str, int], list[Any]]:
+    """``get_campaign`` with its user and template and ``progress_of`` in one query; hold the list
+    while serialising (the user and template stay in the session for ``campaign_to_seed``)."""
+    row = session.execute(_SHOW, {"campaign_id": _key(campaign_id)}).first()
     if row is None:
         raise NotFound(f"campaign {campaign_id} not found")
-    return row[0], [row[1], row[2]]
+    campaign, user, template, total, sent, failed, skipped = row
+    progress = {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
+                "pending": total - sent - failed - skipped}
+    return campaign, progress, [user, template]
 
 
 def stored_progress(campaign: Campaign) -> dict[str, int]:

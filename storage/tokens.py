@@ -14,11 +14,10 @@ import hmac
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.ids import is_int_id
 from storage.errors import NotFound, ValidationFailed
@@ -56,35 +55,46 @@ def create_token(session: Session, user_id: int, name: str | None, now: datetime
     return token, secret
 
 
-def authenticate(session: Session, secret: Any, now: datetime) -> User | None:
+class TokenOwner(NamedTuple):
+    """Who a valid token belongs to: its user's id and email."""
+
+    id: int
+    email: str | None
+
+
+# Built once: a statement object reused is compiled once and its cache key computed once, where a
+# new select() per request would cost both on every request (this runs on every API request).
+_LOOKUP = (select(ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.last_used_at, User.id, User.email)
+           .join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == bindparam("digest")))
+_TOUCH = (update(ApiToken)
+          .where(ApiToken.id == bindparam("token_id"),
+                 or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= bindparam("stale")))
+          .values(last_used_at=bindparam("now")))
+
+
+def authenticate(db: Session | Connection, secret: Any, now: datetime) -> TokenOwner | None:
     """The user a bearer token belongs to, or None when it is malformed, unknown or revoked.
 
     The row is found by the digest of ``secret`` (unique index), then the digests are compared with
     ``hmac.compare_digest``: the lookup's timing depends only on the digest, which reveals nothing
     about the secret. ``last_used_at`` is updated at most once a minute, in the caller's
-    transaction (use ``sessions.begin()`` or commit for it to be kept).
+    transaction (use ``sessions.begin()`` / ``engine.begin()`` or commit for it to be kept). Core
+    statements: no ORM objects are made for a check that runs on every request.
     """
     if not isinstance(secret, str) or not secret.startswith(PREFIX) or len(secret) > MAX_LENGTH:
         return None
     digest = hash_token(secret)
-    row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                          .where(ApiToken.token_hash == digest)).first()  # one round trip for both
+    conn = db.connection() if isinstance(db, Session) else db
+    row = conn.execute(_LOOKUP, {"digest": digest}).first()  # one round trip for token and user
     if row is None:
         return None
-    token, user = row
-    if not hmac.compare_digest(token.token_hash, digest) or token.revoked_at is not None:
+    token_id, stored, revoked_at, last_used_at, user_id, email = row
+    if not hmac.compare_digest(stored, digest) or revoked_at is not None:
         return None
-    if token.last_used_at is None or token.last_used_at <= now - TOUCH_EVERY:
+    if last_used_at is None or last_used_at <= now - TOUCH_EVERY:
         # Conditional, so concurrent requests of one client write it once between them.
-        session.execute(
-            update(ApiToken)
-            .where(ApiToken.id == token.id,
-                   or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - TOUCH_EVERY))
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        set_committed_value(token, "last_used_at", now)  # already written: not dirty, no second UPDATE
-    return user
+        conn.execute(_TOUCH, {"token_id": token_id, "stale": now - TOUCH_EVERY, "now": now})
+    return TokenOwner(user_id, email)
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

@@ -77,8 +77,8 @@ def list_campaigns(app: App, *, status: str | None = None, type: str | None = No
 def show_campaign(app: App, campaign_id: str) -> dict:
     """GET /campaigns/:id, with status and progress counted from the ledger."""
     with app.sessions() as session:
-        campaign, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
-        return repo.campaign_to_seed(session, campaign, repo.progress_of(session, campaign))
+        campaign, progress, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
+        return repo.campaign_to_seed(session, campaign, progress)
 
 
 def recipients(app: App, campaign_id: str, *, search: str | None = None, page: int = 1, per_page: int = 15,
