@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from renderers.dkim import DkimSigner
     from storage.objectstore import ObjectStore
     from worker.channels.campaign_runtime import RuntimeCache
     from worker.channels.smtp import SmtpSender
@@ -64,10 +65,39 @@ class App:
         return make_sessionmaker(self.engine)
 
     @cached_property
+    def autocommit(self) -> Engine:
+        """The engine's pool in autocommit: each statement whole on its own, with no BEGIN and
+        COMMIT/ROLLBACK round trips around it. For work of one statement (or of statements that
+        need not see one snapshot): the API's token check and hot reads."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions on ``autocommit``, for a read of ONE statement; a read of several would see
+        several snapshots: use ``sessions`` for those."""
+        from storage.db import make_sessionmaker
+
+        return make_sessionmaker(self.autocommit)
+
+    @cached_property
     def runtimes(self) -> RuntimeCache:
         from worker.channels.campaign_runtime import RuntimeCache
 
-        return RuntimeCache()
+        return RuntimeCache(dkim=self.dkim)
+
+    @cached_property
+    def dkim(self) -> DkimSigner | None:
+        """DKIM_KEYS_DIR's keys, read once per process (Settings checked them at the start), or
+        None when unset: every email whose From domain has a key is signed with it."""
+        if not self.settings.dkim_keys_dir:
+            return None
+        import structlog
+
+        from renderers.dkim import load_keys
+
+        signer = load_keys(self.settings.dkim_keys_dir)
+        structlog.get_logger().info("dkim.keys_loaded", keys=[f"{k.record_name} ({k.algorithm})" for k in signer.keys])
+        return signer
 
     @cached_property
     def leases(self) -> Leases:

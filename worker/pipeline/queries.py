@@ -76,7 +76,7 @@ def list_campaigns(app: App, *, status: str | None = None, type: str | None = No
 
 def show_campaign(app: App, campaign_id: str) -> dict:
     """GET /campaigns/:id, with status and progress counted from the ledger."""
-    with app.sessions() as session:
+    with app.reads() as session:  # one statement
         campaign, progress, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
         return repo.campaign_to_seed(session, campaign, progress)
 

@@ -38,6 +38,17 @@ def test_revoked_token_is_refused_at_once(api: Served):
     assert api.client.get("/campaigns").status_code == 401
 
 
+@pytest.mark.parametrize("served", ["api", "sqlite_api"])
+def test_a_request_notes_when_its_token_was_last_used(served, request):
+    served = request.getfixturevalue(served)
+    with served.app.sessions() as session:
+        assert list_tokens(session)[0].last_used_at is None
+    assert served.client.get("/campaigns").status_code == 200
+    with served.app.sessions() as session:  # written and committed by the check itself
+        used = list_tokens(session)[0].last_used_at
+    assert used is not None and abs((now() - used).total_seconds()) < 60
+
+
 def test_the_tokens_user_owns_what_it_creates(api: Served):
     other = api.token_for(2)
     created = api.anonymous().post("/campaigns", json=seed_payload(), headers={"Authorization": f"Bearer {other}"})
