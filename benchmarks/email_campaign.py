@@ -15,6 +15,12 @@ benchmarks/results/.
     .venv/bin/python benchmarks/email_campaign.py                       # 20,000 recipients
     .venv/bin/python benchmarks/email_campaign.py --recipients 100000
     .venv/bin/python benchmarks/email_campaign.py --profile             # + py-spy of each worker
+    .venv/bin/python benchmarks/email_campaign.py --dkim                # + every message DKIM-signed
+
+``--dkim`` makes a throwaway RSA-2048 key for the campaign's sending domain in the run's temporary
+directory and gives the workers DKIM_KEYS_DIR (without it, DKIM_KEYS_DIR is not passed on, so the
+plain run never signs). The raw baseline sends the same messages unsigned either way: it measures
+the relay path, and signing N messages here would take longer than the campaign.
 
 Env: BENCH_PG_ADMIN_URL (postgresql+psycopg://postgres@127.0.0.1:5432/postgres), BENCH_REDIS_URL
 (redis://127.0.0.1:6379/14). Worker tuning variables (DELIVERY_BATCH_SIZE, SMTP_POOL_SIZE, ...)
@@ -244,6 +250,9 @@ class Run:
         log(f"{self.n} contacts loaded in {self.result['load_s']} s; starting workers")
         env = {**os.environ, "DATABASE_URL": db_url, "BROKER_URL": REDIS_URL, "SMTP_URL": s.smtp_url,
                "LOG_LEVEL": "WARNING", "LOG_FORMAT": "json"}
+        env.pop("DKIM_KEYS_DIR", None)
+        if self.args.dkim:
+            env["DKIM_KEYS_DIR"] = str(self.dkim_keys(f"acme.{s.campaign_domain_suffix}"))
         self.proc = start_workers(self.args, env, RESULTS / f"email_campaign-{self.stamp}-workers.log")
         wait_ready(self.rds, self.proc, self.args.processes, min(self.deadline, time.monotonic() + 120))
         self.children = spawned_children(self.proc.pid)
@@ -253,6 +262,23 @@ class Run:
         time.sleep(0.5)
         self.sampler.reset_redis_baseline()
         log(f"workers ready ({self.children})")
+
+    def dkim_keys(self, domain: str) -> Path:
+        """A directory with a fresh RSA-2048 key for ``domain`` (``bench.<domain>.pem``), checked as
+        the workers will load it; nothing is published, as the sink verifies nothing."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from renderers.dkim import load_keys
+
+        folder = self.workdir / "dkim"
+        folder.mkdir(mode=0o700)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (folder / f"bench.{domain}.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        assert load_keys(folder).signs(domain)
+        self.result["dkim"] = f"rsa-sha256, 2048 bits, for {domain}"
+        return folder
 
     def campaign(self) -> None:
         """Create the campaign (send_at = now) and drive it to completion; the project's figures."""
@@ -369,6 +395,8 @@ def main() -> int:
     parser.add_argument("--raw-connections", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=1200, help="watchdog: stop everything after this (s)")
     parser.add_argument("--profile", action="store_true", help="py-spy record each worker process while sending")
+    parser.add_argument("--dkim", action="store_true",
+                        help="DKIM-sign every message with a throwaway RSA-2048 key (DKIM_KEYS_DIR for the workers)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="first wait up to S s for the machine to be under 25%% busy (others' jobs skew the figures)")
     args = parser.parse_args()
@@ -378,6 +406,7 @@ def main() -> int:
     reproduce = reproduce_command("email_campaign.py", [
         f"--recipients {args.recipients}", f"--processes {args.processes} --threads {args.threads}",
         f"--raw-connections {args.raw_connections}", *(["--profile"] if args.profile else []),
+        *(["--dkim"] if args.dkim else []),
         *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])], tuning)
     configure_logging("json", "WARNING")
     binary = ensure_smtp_sink()
@@ -386,7 +415,7 @@ def main() -> int:
     started = time.monotonic()
     run = Run(args, stamp)
     run.result.update({"benchmark": "email_campaign", "recipients": args.recipients, "processes": args.processes,
-                       "threads": args.threads, "tuning_env": tuning, "reproduce": reproduce,
+                       "threads": args.threads, "dkim": args.dkim, "tuning_env": tuning, "reproduce": reproduce,
                        "git": git_describe()})
     # A hard stop in case the main thread hangs where the deadline checks cannot reach.
     hard = threading.Timer(args.timeout + 120, lambda: (run.kill(), os._exit(3)))
@@ -411,7 +440,8 @@ def main() -> int:
 def summary(r: dict) -> str:
     """The headline figures in a few lines."""
     p, raw = r.get("project", {}), r.get("raw", {})
-    lines = [f"\n== email campaign, {r['recipients']} recipients, {r['processes']} worker processes x {r['threads']} threads"]
+    lines = [f"\n== email campaign, {r['recipients']} recipients, {r['processes']} worker processes x {r['threads']} threads"
+             + (f"; DKIM {r['dkim']}" if r.get("dkim") else "")]
     if p:
         lines.append(f"project: {p['messages_per_s']} msg/s send_at -> {p['status']} in {p['seconds']} s "
                      f"(steady {p['steady_messages_per_s']} msg/s); worker peak RSS {p['worker_peak_rss_mib']} MiB; "

@@ -39,9 +39,9 @@ METRICS_PORT = "9191"
 
 # Variables the service reads: its settings, plus boto3's AWS_* for STORAGE_URL=s3://.
 SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
-# Documented in comments only, for the operator to turn on: contract variables whose reading lands
-# in its own change (DKIM_KEYS_DIR, CONTRACT section 2).
-COMMENTED_EXTRA = {"DKIM_KEYS_DIR"}
+# Documented in comments only, for the operator to turn on, though the service does not read them
+# yet (none now: DKIM_KEYS_DIR is read since it signs mail).
+COMMENTED_EXTRA: set[str] = set()
 
 
 def service_reads(name: str) -> bool:

@@ -6,7 +6,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
@@ -23,6 +23,9 @@ from storage.ledger import skip_reason_of
 from storage.models import Campaign, CampaignSettings, Contact, Template, User
 from storage.serialize import user_to_seed
 from worker.channels.addressing import Sender, UnusableSender, sender_for
+
+if TYPE_CHECKING:  # dkimpy (and dnspython) load only when DKIM_KEYS_DIR is set: App.dkim
+    from renderers.dkim import DkimSigner
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class CampaignRuntime:
     frame: EmailFrame | None  # From and Reply-To, checked and formatted once for every email
     owner: dict[str, Any] | None
     unsubscribe_url: str | None
+    # DKIM_KEYS_DIR's keys when they hold one for the sender's domain, else None (sent unsigned).
+    dkim: DkimSigner | None = field(default=None, compare=False, repr=False)
     # id(User) -> (that User, its seed dict): a batch's contacts share a few users, loaded once per
     # batch (one object per user in the batch's session), so each is serialised once per batch
     # instead of once per recipient. Keyed by the object, not the user id: a new batch reads the
@@ -105,12 +110,15 @@ class CampaignRuntime:
                                          self.sender.domain),
             list_unsubscribe=unsubscribe_url,
         )
+        if self.dkim is not None:  # after the header gate: the signature covers the checked bytes
+            data = self.dkim.sign(data, self.sender.domain)
         return Email(rcpt=rcpt, envelope_from=self.sender.from_addr, data=data, html=rendered.html)
 
 
-def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> CampaignRuntime:
+def build_runtime(session: Session, campaign: Campaign, domain_suffix: str,
+                  dkim: DkimSigner | None = None) -> CampaignRuntime:
     """Compile a campaign's filter and templates; raises RenderError / ValidationFailed / NoSendingDomain /
-    UnusableSender."""
+    UnusableSender. ``dkim``: the process's DKIM keys (``App.dkim``), used when one is for the sender's domain."""
     message = campaign.message or {}
     template = session.get(Template, campaign.template_id) if campaign.template_id else None
     compiled = None
@@ -131,6 +139,7 @@ def build_runtime(session: Session, campaign: Campaign, domain_suffix: str) -> C
         campaign_id=campaign.id, campaign_type=campaign.type, campaign_name=campaign.name,
         tree=parse_filters(campaign.filter or []), compiled=compiled, sender=sender, frame=frame,
         owner=user_to_seed(session.get(User, campaign.user_id)), unsubscribe_url=unsubscribe,
+        dkim=dkim if dkim is not None and sender is not None and dkim.signs(sender.domain) else None,
     )
 
 
@@ -153,7 +162,8 @@ class RuntimeCache:
     """Runtimes by what they are built from (``rendering_key``), so each process compiles a
     campaign once, and again only when something rendering reads has changed."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 64, dkim: DkimSigner | None = None) -> None:
+        self._dkim = dkim  # the same keys for every runtime of the process: not part of the key
         self._items: OrderedDict[tuple, CampaignRuntime] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size
@@ -165,7 +175,7 @@ class RuntimeCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        runtime = build_runtime(session, campaign, domain_suffix)
+        runtime = build_runtime(session, campaign, domain_suffix, self._dkim)
         with self._lock:
             self.builds += 1
             self._items[key] = runtime

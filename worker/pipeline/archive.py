@@ -112,6 +112,8 @@ def notify_owner(app: App, campaign_id: str, letters: int) -> None:
                            subject=f"Your letters are ready: {campaign.name}", text=text,
                            html="<p>" + html.escape(text).replace("\n", "<br>") + "</p>",
                            message_id=f"<letters.{campaign.id}@{sender.domain}>")
+        if app.dkim is not None:
+            data = app.dkim.sign(data, sender.domain)
         app.smtp.send(sender.from_addr, [user.email], data)
     except (NoSendingDomain, RenderError, Exception) as exc:  # noqa: BLE001 - the ZIP is ready regardless
         log.warning("letters.notify_failed", campaign_id=campaign_id, error=str(exc))

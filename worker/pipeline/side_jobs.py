@@ -62,7 +62,7 @@ def send_test_email(app: App, email: str, *, campaign_id: str | None = None, pay
         campaign = get_campaign(session, campaign_id) if campaign_id else campaign_from_payload(session, payload, user_id)
         if campaign.type != "email":
             raise ValidationFailed({"type": ["A test email needs an email campaign."]})
-        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
+        runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix, app.dkim)
     message = runtime.email(_sample_contact(email), None, to=email, subject_prefix="[TEST] ")
     app.smtp.send(message.envelope_from, [message.rcpt], message.data)
     log.info("test_email.sent", campaign_id=campaign.id, to=email)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=10.0, gt=0)
     # WeasyPrint internals hooked for speed (renderers/pdf_hooks.py); off lays letters out as shipped.
     weasyprint_hooks: bool = Field(default=True)
+    # Directory of DKIM private keys, <selector>.<domain>.pem or .ed25519; None (unset) = no signing.
+    dkim_keys_dir: str | None = Field(default=None)
     log_format: Literal["json", "console"] = Field(default_factory=_default_log_format)
     log_level: str = Field(default="INFO")
 
@@ -111,4 +113,19 @@ class Settings(BaseSettings):
                 raise ValueError("file:// needs an absolute path: file:///srv/objects")
         else:
             raise ValueError("must be s3://bucket[/prefix] or file:///absolute/path")
+        return value
+
+    @field_validator("dkim_keys_dir")
+    @classmethod
+    def _dkim_keys(cls, value: str | None) -> str | None:
+        if not value:  # set but empty, as in an .env file's `DKIM_KEYS_DIR=`: unset
+            return None
+        # Read and check every key now, so a bad one stops the start naming its file instead of
+        # failing each email. The App loads them again for use (renderers.dkim.load_keys).
+        from renderers.dkim import DkimKeyError, load_keys
+
+        try:
+            load_keys(value)
+        except DkimKeyError as exc:
+            raise ValueError(str(exc)) from None
         return value

@@ -1,0 +1,186 @@
+"""DKIM signatures for outgoing email, over dkimpy (``import dkim``).
+
+Keys come from one directory, named ``<selector>.<domain>.pem`` (RSA private key, PEM, PKCS#1 or
+PKCS#8: signs rsa-sha256) or ``<selector>.<domain>.ed25519`` (the base64 private key dkimpy's
+``dknewkey --ktype ed25519`` writes: signs ed25519-sha256). ``load_keys`` reads and checks them
+once; ``DkimSigner.sign`` then prepends one DKIM-Signature per key of the message's From domain
+(relaxed/relaxed) and leaves mail from any other domain as it is.
+
+Key material never leaves ``DkimKey.secret``: it is not in a repr, a log line or an error message
+(errors name the file and what is wrong with it, nothing it contains).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Iterable, Literal
+
+import dkim
+from dkim.crypto import UnparsableKeyError, parse_pem_private_key
+
+from renderers.errors import RenderError
+
+Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+
+SUFFIXES: dict[str, Algorithm] = {".pem": "rsa-sha256", ".ed25519": "ed25519-sha256"}
+MIN_RSA_BITS = 1024  # receivers ignore shorter keys (RFC 8301); 2048 is what to make
+
+# Signed when present, each listed twice ("oversigned"): a header of these added after signing,
+# even one the message did not have, breaks the signature instead of riding along as signed.
+SIGNED_HEADERS = (
+    b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version", b"content-type",
+    b"list-unsubscribe", b"list-unsubscribe-post",
+)
+_RELAXED = (b"relaxed", b"relaxed")
+_SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+_DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$")
+
+
+class DkimKeyError(ValueError):
+    """A key directory or file that cannot be used; the message names the file, never its content."""
+
+
+class DkimSigningError(RenderError):
+    """dkimpy refused to sign a message (the message is at fault: it fails like a render error)."""
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One private key: what its file name says, and the bytes dkimpy signs with."""
+
+    selector: str
+    domain: str  # lower case
+    algorithm: Algorithm
+    path: Path
+    secret: bytes = field(repr=False)
+
+    @property
+    def record_name(self) -> str:
+        """Where receivers look up the public key: ``<selector>._domainkey.<domain>``."""
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+class DkimSigner:
+    """The keys of a directory by domain; immutable once built, so threads share one."""
+
+    def __init__(self, keys: Iterable[DkimKey]) -> None:
+        by_domain: dict[str, list[DkimKey]] = {}
+        for key in keys:
+            by_domain.setdefault(key.domain, []).append(key)
+        self._keys = {domain: tuple(found) for domain, found in by_domain.items()}
+
+    def __repr__(self) -> str:
+        return f"DkimSigner({', '.join(k.record_name for k in self.keys) or 'no keys'})"
+
+    @property
+    def keys(self) -> tuple[DkimKey, ...]:
+        return tuple(key for found in self._keys.values() for key in found)
+
+    def signs(self, domain: str) -> bool:
+        """Whether mail from ``domain`` gets a signature."""
+        return domain.lower() in self._keys
+
+    def sign(self, message: bytes, domain: str | None = None) -> bytes:
+        """``message`` with a DKIM-Signature header prepended per key of its From domain, or
+        unchanged when that domain has no key. ``domain`` is the From domain when the caller knows
+        it (it saves reading the header). CRLF line ends are kept. Raises DkimSigningError."""
+        if not self._keys or (domain is not None and domain.lower() not in self._keys):
+            return message
+        try:
+            parsed = dkim.DKIM(message, linesep=b"\r\n")
+        except dkim.DKIMException as exc:
+            raise DkimSigningError(f"DKIM: the message cannot be parsed ({type(exc).__name__})") from None
+        keys = self._keys.get((domain or _from_domain(parsed.headers) or "").lower())
+        if not keys:
+            return message
+        present = {name.lower() for name, _value in parsed.headers}
+        include = [name for name in SIGNED_HEADERS if name in present]
+        include += include  # oversigned: see SIGNED_HEADERS
+        signatures = []
+        for key in keys:  # each signs the message as given: no signature covers another
+            try:
+                signatures.append(parsed.sign(
+                    key.selector.encode("ascii"), key.domain.encode("ascii"), key.secret,
+                    signature_algorithm=key.algorithm.encode("ascii"), canonicalize=_RELAXED,
+                    include_headers=include))
+            except dkim.DKIMException as exc:
+                # dkimpy's own words may quote what it parsed: name the key and the kind of failure only.
+                raise DkimSigningError(f"DKIM signing with {key.record_name} failed ({type(exc).__name__})") from None
+        return b"".join(signatures) + message
+
+
+def _from_domain(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"from":
+            addr = parseaddr(value.decode("ascii", "replace").replace("\r\n", ""))[1]
+            return addr.rpartition("@")[2].lower() or None
+    return None
+
+
+def load_keys(directory: str | Path) -> DkimSigner:
+    """Every key of ``directory`` (named ``<selector>.<domain>.pem`` or ``.ed25519``), read and
+    checked now. Other files (a ``.txt`` with the DNS record, say) and hidden entries (such as
+    Kubernetes' ``..data`` in a mounted Secret) are left alone. Raises DkimKeyError."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise DkimKeyError(f"{folder} is not a directory" if folder.exists() else f"{folder} does not exist")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise DkimKeyError(f"{folder}: cannot list it ({exc.strerror})") from None
+    keys = []
+    for path in entries:
+        algorithm = SUFFIXES.get(path.suffix)
+        if algorithm is None or path.name.startswith(".") or not path.is_file():
+            continue
+        keys.append(_load_key(path, algorithm))
+    return DkimSigner(keys)
+
+
+def _load_key(path: Path, algorithm: Algorithm) -> DkimKey:
+    selector, _, domain = path.name[:-len(path.suffix)].partition(".")
+    if not _SELECTOR.match(selector) or not _DOMAIN.match(domain):
+        raise DkimKeyError(f"{path}: the name must be <selector>.<domain>{path.suffix}, "
+                           "e.g. mail2026.example.com" + path.suffix)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DkimKeyError(f"{path}: cannot read it ({exc.strerror})") from None
+    if algorithm == "rsa-sha256":
+        secret = _rsa_secret(path, data)
+    else:
+        secret = _ed25519_secret(path, data)
+    return DkimKey(selector=selector, domain=domain.lower(), algorithm=algorithm, path=path, secret=secret)
+
+
+def _rsa_secret(path: Path, data: bytes) -> bytes:
+    # dkimpy finds the PEM body between "--\n" and "\n--": a file saved with CRLF would not parse.
+    data = data.replace(b"\r\n", b"\n")
+    try:
+        bits = parse_pem_private_key(data)["modulus"].bit_length()
+    except (UnparsableKeyError, ValueError, TypeError, IndexError, KeyError, binascii.Error):
+        # not str(exc): a parse error may quote the bytes it choked on
+        raise DkimKeyError(f"{path}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)") from None
+    if bits < MIN_RSA_BITS:
+        raise DkimKeyError(f"{path}: an RSA key of {bits} bits; receivers need at least {MIN_RSA_BITS} (make 2048)")
+    return data
+
+
+def _ed25519_secret(path: Path, data: bytes) -> bytes:
+    secret = b"".join(data.split())  # the file may end in a newline
+    try:
+        seed = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        raise DkimKeyError(f"{path}: not an ed25519 private key (32 bytes in base64, as dknewkey writes it)")
+    try:
+        import nacl.signing  # noqa: F401 - dkimpy signs ed25519 with PyNaCl
+    except ImportError:
+        raise DkimKeyError(f"{path}: ed25519 signing needs PyNaCl (pip install 'dkimpy[ed25519]')") from None
+    return secret

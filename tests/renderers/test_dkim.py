@@ -1,0 +1,197 @@
+"""DKIM signatures made by renderers.dkim, checked by dkimpy's verifier against a stub DNS."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import dkim
+import pytest
+from dkim.util import parse_tag_value
+
+from renderers.dkim import DkimKeyError, DkimSigner, load_keys
+from renderers.mime import build_email
+from tests.dkimkeys import StubDns, write_ed25519_key, write_rsa_key
+
+DOMAIN = "acme.example"
+LONG_SUBJECT = "Forårstilbud til Zoë Ørsted: " + "rabat på café-kaffe og æblekage " * 6
+
+
+def message(**overrides) -> bytes:
+    args = dict(
+        from_addr=("Acme Ø Nyheder", f"news@{DOMAIN}"), to_addr="Zoë Ørsted <zoe@example.com>",
+        subject=LONG_SUBJECT, html="<p>Hej Zoë, café é – søndag</p>" * 20, text="Hej Zoë, café é – søndag\n" * 20,
+        message_id=f"<0b8f1c4e9a5d4f7e8c1b2a3d4e5f6a7b@{DOMAIN}>", reply_to="Søren <soren@example.com>",
+        list_unsubscribe="https://acme.example/unsubscribe?contact=c1&campaign=k1",
+    )
+    args.update(overrides)
+    return build_email(**args)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> tuple[Path, StubDns]:
+    """One RSA-2048 and one ed25519 key for acme.example, plus an RSA key for another domain."""
+    folder = tmp_path_factory.mktemp("dkim")
+    dns = StubDns()
+    write_rsa_key(folder, "rsa2026", DOMAIN, dns)
+    write_ed25519_key(folder, "ed2026", DOMAIN, dns)
+    write_rsa_key(folder, "other", "other.example", dns, bits=1024)
+    (folder / "rsa2026.acme.example.txt").write_text("the DNS record, kept beside the key: not a key")
+    (folder / "..data").mkdir()  # as in a mounted Kubernetes Secret
+    return folder, dns
+
+
+def only(folder: Path, tmp_path: Path, *names: str) -> Path:
+    """A directory holding copies of some of ``folder``'s keys."""
+    for name in names:
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    return tmp_path
+
+
+def signature_tags(signed: bytes) -> list[dict[str, str]]:
+    """The tags of each DKIM-Signature, whitespace removed (as folded lines join)."""
+    return [{name.decode(): re.sub(r"\s+", "", value.decode()) for name, value in parse_tag_value(value).items()}
+            for name, value in dkim.DKIM(signed).headers if name.lower() == b"dkim-signature"]
+
+
+def test_rsa_signature_verifies_and_covers_the_headers(keys, tmp_path):
+    folder, dns = keys
+    signer = load_keys(only(folder, tmp_path, "rsa2026.acme.example.pem"))
+    original = message()
+    signed = signer.sign(original)
+    assert signed.startswith(b"DKIM-Signature: ") and signed.endswith(original)
+    assert b"\n" not in signed.replace(b"\r\n", b"")  # CRLF kept, no bare LF added
+    assert dns.verify(signed) == [True]
+    [tags] = signature_tags(signed)
+    assert (tags["a"], tags["c"], tags["d"], tags["s"]) == ("rsa-sha256", "relaxed/relaxed", DOMAIN, "rsa2026")
+    signed_names = tags["h"].split(":")
+    for name in ("from", "to", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
+                 "list-unsubscribe", "list-unsubscribe-post"):
+        assert signed_names.count(name) == 2, name  # present, and oversigned against an added copy
+
+
+def test_ed25519_signature_verifies(keys, tmp_path):
+    folder, dns = keys
+    signer = load_keys(only(folder, tmp_path, "ed2026.acme.example.ed25519"))
+    signed = signer.sign(message(list_unsubscribe=None, reply_to=None))
+    assert dns.verify(signed) == [True]
+    [tags] = signature_tags(signed)
+    assert (tags["a"], tags["s"]) == ("ed25519-sha256", "ed2026")
+    assert "list-unsubscribe" not in tags["h"] and "reply-to" not in tags["h"]
+
+
+def test_every_key_of_the_domain_signs(keys):
+    folder, dns = keys
+    signer = load_keys(folder)
+    signed = signer.sign(message())
+    assert sorted(tags["s"] for tags in signature_tags(signed)) == ["ed2026", "rsa2026"]
+    assert dns.verify(signed) == [True, True]
+
+
+def test_relaxed_canonicalisation_survives_a_relay_rewrapping_whitespace(keys):
+    folder, dns = keys
+    signed = load_keys(folder).sign(message())
+    rewrapped = signed.replace(b"\r\nTo: ", b"\r\nTo:    ").replace(b"\r\nMIME-Version: 1.0", b"\r\nMIME-Version:\t1.0")
+    assert rewrapped != signed and dns.verify(rewrapped) == [True, True]
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda m: m.replace(b"Hej Zo", b"Hej Jo", 1),
+    lambda m: m.replace(b"\r\nMessage-ID: <0b", b"\r\nMessage-ID: <1b"),
+    lambda m: m.replace(b"\r\nDate: ", b"\r\nSubject: Another subject\r\nDate: "),  # an added second Subject
+    lambda m: m.replace(b"https://acme.example/unsubscribe", b"https://evil.example/unsubscribe"),
+], ids=["body", "message-id", "added-subject", "list-unsubscribe"])
+def test_a_changed_message_fails(keys, tamper):
+    folder, dns = keys
+    signed = load_keys(folder).sign(message())
+    changed = tamper(signed)
+    assert changed != signed
+    assert dns.verify(changed) == [False, False]
+
+
+def test_mail_from_a_domain_without_a_key_goes_unsigned(keys):
+    folder, _dns = keys
+    signer = load_keys(folder)
+    original = message(from_addr="news@elsewhere.example", message_id="<a@elsewhere.example>")
+    assert signer.sign(original) is original
+    assert signer.sign(original, "elsewhere.example") is original
+    ours = message()
+    assert DkimSigner([]).sign(ours) is ours  # no keys at all
+    assert not signer.signs("elsewhere.example") and signer.signs("ACME.example")
+
+
+def test_the_caller_may_name_the_from_domain(keys, tmp_path):
+    folder, dns = keys
+    signer = load_keys(only(folder, tmp_path, "rsa2026.acme.example.pem"))
+    signed = signer.sign(message(), "Acme.Example")
+    assert dns.verify(signed) == [True]
+
+
+def test_a_key_saved_with_crlf_line_ends_loads(keys, tmp_path):
+    folder, dns = keys
+    pem = (folder / "rsa2026.acme.example.pem").read_bytes()
+    (tmp_path / "rsa2026.acme.example.pem").write_bytes(pem.replace(b"\n", b"\r\n"))
+    assert dns.verify(load_keys(tmp_path).sign(message())) == [True]
+
+
+def test_keys_never_show_in_a_repr(keys):
+    folder, _dns = keys
+    signer = load_keys(folder)
+    pem = (folder / "rsa2026.acme.example.pem").read_text()
+    body_line = pem.splitlines()[1]
+    shown = repr(signer) + "".join(repr(key) for key in signer.keys)
+    assert body_line not in shown and "rsa2026._domainkey.acme.example" in shown
+
+
+def _refused(folder: Path) -> str:
+    with pytest.raises(DkimKeyError) as caught:
+        load_keys(folder)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("s1.acme.example.pem", None),  # a real key cut short
+    ("s1.acme.example.pem", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END PRIVATE KEY-----\n"),
+    ("s1.acme.example.pem", b"hello, I am not a key\n"),
+    ("s1.acme.example.ed25519", b"c2hvcnQ=\n"),
+    ("s1.acme.example.ed25519", b"!!!! not base64 at all !!!!\n"),
+])
+def test_a_bad_key_file_is_refused_naming_the_file_not_its_content(keys, tmp_path, name, content):
+    folder, _dns = keys
+    if content is None:
+        content = (folder / "rsa2026.acme.example.pem").read_bytes()[:700] + b"\n-----END PRIVATE KEY-----\n"
+    (tmp_path / name).write_bytes(content)
+    said = _refused(tmp_path)
+    assert str(tmp_path / name) in said
+    for line in content.decode("ascii").splitlines():
+        if len(line) > 8 and not line.startswith("-----"):
+            assert line not in said
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_short_rsa_key_is_refused(tmp_path):
+    # cryptography will not make a key this short: openssl will (as a careless `genrsa 512` would)
+    subprocess.run(["openssl", "genrsa", "-out", str(tmp_path / "weak.acme.example.pem"), "512"],
+                   check=True, capture_output=True)
+    said = _refused(tmp_path)
+    assert "weak.acme.example.pem" in said and "512 bits" in said
+
+
+@pytest.mark.parametrize("name", ["acme.pem", "bad_selector!.acme.example.pem", "s1.not_a_domain.pem"])
+def test_a_key_file_named_without_selector_and_domain_is_refused(tmp_path, name):
+    (tmp_path / name).write_bytes(b"whatever")
+    assert name in _refused(tmp_path)
+
+
+def test_a_missing_directory_is_refused(tmp_path):
+    assert "does not exist" in _refused(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("")
+    assert "is not a directory" in _refused(tmp_path / "file")
+
+
+def test_other_files_and_hidden_entries_are_left_alone(keys):
+    folder, _dns = keys
+    assert sorted(key.record_name for key in load_keys(folder).keys) == [
+        "ed2026._domainkey.acme.example", "other._domainkey.other.example", "rsa2026._domainkey.acme.example"]
