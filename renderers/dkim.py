@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Iterable, Literal
 
 import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from renderers.errors import RenderError
@@ -58,6 +65,9 @@ class DkimKey:
     algorithm: Algorithm
     path: Path
     secret: bytes = field(repr=False)
+    # RSA: the key loaded by `cryptography` (OpenSSL), which signs in ~0.4 ms where dkimpy's
+    # pure-Python RSA takes ~8.5 ms (a 2048-bit key): see _rsa_signature.
+    rsa: RSAPrivateKey | None = field(default=None, repr=False, compare=False)
 
     @property
     def record_name(self) -> str:
@@ -104,6 +114,9 @@ class DkimSigner:
         signatures = []
         for key in keys:  # each signs the message as given: no signature covers another
             try:
+                if key.rsa is not None:
+                    signatures.append(_rsa_signature(parsed, key, include))
+                    continue
                 signatures.append(parsed.sign(
                     key.selector.encode("ascii"), key.domain.encode("ascii"), key.secret,
                     signature_algorithm=key.algorithm.encode("ascii"), canonicalize=_RELAXED,
@@ -112,6 +125,34 @@ class DkimSigner:
                 # dkimpy's own words may quote what it parsed: name the key and the kind of failure only.
                 raise DkimSigningError(f"DKIM signing with {key.record_name} failed ({type(exc).__name__})") from None
         return b"".join(signatures) + message
+
+
+def _rsa_signature(parsed: dkim.DKIM, key: DkimKey, include: list[bytes]) -> bytes:
+    """One rsa-sha256 DKIM-Signature header (relaxed/relaxed), CRLF-terminated.
+
+    dkimpy's canonicalisation and header hashing (``CanonicalizationPolicy``, ``hash_headers``)
+    make the digest, as its own ``DKIM.sign`` does; only the RSA step is `cryptography`'s, whose
+    OpenSSL signs ~20x faster than dkimpy's Python integers. The header is folded only at the
+    spaces after its semicolons, b= on a line of its own: relaxed canonicalisation turns each fold
+    back into the space it replaced, so the value a verifier hashes is the one signed here. Tests
+    verify every signature with ``dkim.verify``.
+    """
+    assert key.rsa is not None
+    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    domain = key.domain.encode("ascii")
+    body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(parsed.body)).digest())
+    fields = [
+        (b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", domain), (b"i", b"@" + domain),
+        (b"q", b"dns/txt"), (b"s", key.selector.encode("ascii")), (b"t", str(int(time.time())).encode("ascii")),
+        (b"h", b" : ".join(include)), (b"bh", body_hash), (b"b", b""),
+    ]
+    unsigned = b"; ".join(name + b"=" + value for name, value in fields)
+    digest = hashlib.sha256()
+    dkim.hash_headers(digest, policy, policy.canonicalize_headers(parsed.headers), include,
+                      (b"DKIM-Signature", b" " + unsigned), dict(fields))
+    signature = key.rsa.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    folded = unsigned.replace(b"; ", b";\r\n ")  # each tag on its own line, b= last
+    return b"DKIM-Signature: " + folded + base64.b64encode(signature) + b"\r\n"
 
 
 def _from_domain(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -151,11 +192,19 @@ def _load_key(path: Path, algorithm: Algorithm) -> DkimKey:
         data = path.read_bytes()
     except OSError as exc:
         raise DkimKeyError(f"{path}: cannot read it ({exc.strerror})") from None
+    rsa = None
     if algorithm == "rsa-sha256":
         secret = _rsa_secret(path, data)
+        try:
+            loaded = serialization.load_pem_private_key(secret, password=None)
+        except (ValueError, TypeError):
+            loaded = None  # not str(exc): it may quote the key
+        if not isinstance(loaded, RSAPrivateKey):
+            raise DkimKeyError(f"{path}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)")
+        rsa = loaded
     else:
         secret = _ed25519_secret(path, data)
-    return DkimKey(selector=selector, domain=domain.lower(), algorithm=algorithm, path=path, secret=secret)
+    return DkimKey(selector=selector, domain=domain.lower(), algorithm=algorithm, path=path, secret=secret, rsa=rsa)
 
 
 def _rsa_secret(path: Path, data: bytes) -> bytes:

@@ -72,6 +72,14 @@ def test_rsa_signature_verifies_and_covers_the_headers(keys, tmp_path):
         assert signed_names.count(name) == 2, name  # present, and oversigned against an added copy
 
 
+def test_a_4096_bit_rsa_signature_verifies_with_every_line_within_the_limit(tmp_path):
+    dns = StubDns()
+    write_rsa_key(tmp_path, "big", DOMAIN, dns, bits=4096)
+    signed = load_keys(tmp_path).sign(message())
+    assert dns.verify(signed) == [True]
+    assert max(len(line) for line in signed.split(b"\r\n")) <= 998  # RFC 5322's line limit
+
+
 def test_ed25519_signature_verifies(keys, tmp_path):
     folder, dns = keys
     signer = load_keys(only(folder, tmp_path, "ed2026.acme.example.ed25519"))
