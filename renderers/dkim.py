@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import CanonicalizationPolicy
-from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from renderers.errors import RenderError
 
@@ -58,7 +57,8 @@ class DkimSigningError(RenderError):
 
 @dataclass(frozen=True)
 class DkimKey:
-    """One private key: what its file name says, and the bytes dkimpy signs with."""
+    """One private key: what its file name says, its bytes (dkimpy signs ed25519 with them) and,
+    for RSA, the key loaded by `cryptography`, which signs."""
 
     selector: str
     domain: str  # lower case
@@ -194,30 +194,23 @@ def _load_key(path: Path, algorithm: Algorithm) -> DkimKey:
         raise DkimKeyError(f"{path}: cannot read it ({exc.strerror})") from None
     rsa = None
     if algorithm == "rsa-sha256":
-        secret = _rsa_secret(path, data)
-        try:
-            loaded = serialization.load_pem_private_key(secret, password=None)
-        except (ValueError, TypeError):
-            loaded = None  # not str(exc): it may quote the key
-        if not isinstance(loaded, RSAPrivateKey):
-            raise DkimKeyError(f"{path}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)")
-        rsa = loaded
+        secret, rsa = data, _rsa_key(path, data)
     else:
         secret = _ed25519_secret(path, data)
     return DkimKey(selector=selector, domain=domain.lower(), algorithm=algorithm, path=path, secret=secret, rsa=rsa)
 
 
-def _rsa_secret(path: Path, data: bytes) -> bytes:
-    # dkimpy finds the PEM body between "--\n" and "\n--": a file saved with CRLF would not parse.
-    data = data.replace(b"\r\n", b"\n")
+def _rsa_key(path: Path, data: bytes) -> RSAPrivateKey:
     try:
-        bits = parse_pem_private_key(data)["modulus"].bit_length()
-    except (UnparsableKeyError, ValueError, TypeError, IndexError, KeyError, binascii.Error):
-        # not str(exc): a parse error may quote the bytes it choked on
-        raise DkimKeyError(f"{path}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)") from None
-    if bits < MIN_RSA_BITS:
-        raise DkimKeyError(f"{path}: an RSA key of {bits} bits; receivers need at least {MIN_RSA_BITS} (make 2048)")
-    return data
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        key = None  # not str(exc): a parse error may quote the bytes it choked on
+    if not isinstance(key, RSAPrivateKey):
+        raise DkimKeyError(f"{path}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)")
+    if key.key_size < MIN_RSA_BITS:
+        raise DkimKeyError(f"{path}: an RSA key of {key.key_size} bits; receivers need at least {MIN_RSA_BITS} "
+                           "(make 2048)")
+    return key
 
 
 def _ed25519_secret(path: Path, data: bytes) -> bytes:
