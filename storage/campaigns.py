@@ -16,21 +16,7 @@ from storage.serialize import template_to_seed, user_to_seed
 from storage.timefmt import fmt
 
 if TYPE_CHECKING:
-    from storage.lifecycle import ensure_editable, initial_status
     from storage.validation import CampaignInput
-
-# Imported when first used (PEP 562): the lifecycle pulls in the ledger and its filter SQL, which
-# reads (``campaigns show``) never need; ``repo.ensure_editable`` still works for the callers.
-_LAZY = {"ensure_editable": "storage.lifecycle", "initial_status": "storage.lifecycle",
-         "CampaignInput": "storage.validation"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _key(campaign_id: str) -> str:
@@ -50,7 +36,7 @@ def get_campaign(session: Session, campaign_id: str, *, for_update: bool = False
 
 
 def _apply(campaign: Campaign, data: CampaignInput, now: datetime) -> None:
-    from storage.lifecycle import initial_status  # lazy: see _LAZY
+    from storage.lifecycle import initial_status  # here: reads (``campaigns show``) need no lifecycle
 
     campaign.name = data.name
     campaign.description = data.description
@@ -78,7 +64,7 @@ def create_campaign(session: Session, data: CampaignInput, user: User, now: date
 
 def update_campaign(session: Session, campaign: Campaign, data: CampaignInput, now: datetime) -> Campaign:
     """Replace a not-yet-sent campaign's fields (PUT semantics)."""
-    from storage.lifecycle import ensure_editable  # lazy: see _LAZY
+    from storage.lifecycle import ensure_editable  # here: reads (``campaigns show``) need no lifecycle
 
     ensure_editable(campaign, "updated")
     _apply(campaign, data, now)
@@ -102,7 +88,7 @@ def copy_campaign(session: Session, campaign: Campaign, now: datetime) -> Campai
 
 def delete_campaign(session: Session, campaign: Campaign) -> None:
     """Delete a not-yet-sent campaign."""
-    from storage.lifecycle import ensure_editable  # lazy: see _LAZY
+    from storage.lifecycle import ensure_editable  # here: reads (``campaigns show``) need no lifecycle
 
     ensure_editable(campaign, "deleted")
     session.delete(campaign)
@@ -151,7 +137,11 @@ def progress_of_many(session: Session, campaign_ids: list[str]) -> dict[str, dic
 def _progress(counts: dict[str, int]) -> dict[str, int]:
     sent, failed, skipped = (counts.get(RecipientStatus.SENT, 0), counts.get(RecipientStatus.FAILED, 0),
                              counts.get(RecipientStatus.SKIPPED, 0))
-    total = sum(counts.values())
+    return _counted(sum(counts.values()), sent, failed, skipped)
+
+
+def _counted(total: int, sent: int, failed: int, skipped: int) -> dict[str, int]:
+    """Progress from the ledger's counts: what is neither sent, failed nor skipped is pending."""
     return {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
             "pending": total - sent - failed - skipped}
 
@@ -191,9 +181,7 @@ def get_campaign_for_show(session: Session, campaign_id: str) -> tuple[Campaign,
     if row is None:
         raise NotFound(f"campaign {campaign_id} not found")
     campaign, user, template, total, sent, failed, skipped = row
-    progress = {"total": total, "sent": sent, "failed": failed, "skipped": skipped,
-                "pending": total - sent - failed - skipped}
-    return campaign, progress, [user, template]
+    return campaign, _counted(total, sent, failed, skipped), [user, template]
 
 
 def stored_progress(campaign: Campaign) -> dict[str, int]:

@@ -12,6 +12,7 @@ from storage.errors import ValidationFailed
 from storage.fields import FIXED_FIELD_NAMES
 from storage.filters import parse_filters
 from storage.ids import is_int_id
+from storage.lifecycle import ensure_editable
 from storage.models import Campaign, CampaignSettings, Template, User
 from storage.timefmt import now as utcnow
 from storage.validation import CampaignInput, check_campaign
@@ -85,5 +86,5 @@ def create(session: Session, payload: Any, user_id: int) -> Campaign:
 def update(session: Session, campaign_id: str, payload: Any) -> Campaign:
     """PUT /campaigns/:id (refused once the campaign is sent)."""
     campaign = repo.get_campaign(session, campaign_id, for_update=True)
-    repo.ensure_editable(campaign, "updated")
+    ensure_editable(campaign, "updated")
     return repo.update_campaign(session, campaign, validated(session, payload, "update"), utcnow())
