@@ -43,6 +43,7 @@ SIGNED_HEADERS = (
     b"list-unsubscribe", b"list-unsubscribe-post",
 )
 _RELAXED = (b"relaxed", b"relaxed")
+_RELAXED_POLICY = CanonicalizationPolicy.from_c_value(b"/".join(_RELAXED))  # built once, used per message
 _SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$")
 
@@ -138,7 +139,7 @@ def _rsa_signature(parsed: dkim.DKIM, key: DkimKey, include: list[bytes]) -> byt
     verify every signature with ``dkim.verify``.
     """
     assert key.rsa is not None
-    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    policy = _RELAXED_POLICY
     domain = key.domain.encode("ascii")
     body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(parsed.body)).digest())
     fields = [
