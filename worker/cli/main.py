@@ -184,7 +184,8 @@ def _one_line(exc: Exception) -> str:
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError):
-        first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        said = str(exc.orig or exc).strip()
+        first = said.splitlines()[0] if said else type(exc).__name__
         if any(marker in first for marker in _NO_SCHEMA) and ("table" in first or "relation" in first):
             return f"the database has no schema ({first}): run `campaign-dispatch db upgrade`"
         return f"database: {first}: check DATABASE_URL, and that the database is running"
