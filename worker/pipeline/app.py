@@ -73,8 +73,8 @@ class App:
 
     @cached_property
     def reads(self) -> sessionmaker[Session]:
-        """Sessions on ``autocommit``, for a read of ONE statement; a read of several would see
-        several snapshots: use ``sessions`` for those."""
+        """Sessions on ``autocommit``, for a read of one statement (or of statements that need no
+        snapshot in common); each statement sees its own snapshot: use ``sessions`` otherwise."""
         from storage.db import make_sessionmaker
 
         return make_sessionmaker(self.autocommit)

@@ -76,7 +76,9 @@ def list_campaigns(app: App, *, status: str | None = None, type: str | None = No
 
 def show_campaign(app: App, campaign_id: str) -> dict:
     """GET /campaigns/:id, with status and progress counted from the ledger."""
-    with app.reads() as session:  # one statement
+    # Autocommit: the campaign is one statement; a telephone campaign's task users are read in a
+    # second, rows that need no snapshot in common with it.
+    with app.reads() as session:
         campaign, progress, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
         return repo.campaign_to_seed(session, campaign, progress)
 
