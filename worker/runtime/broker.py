@@ -7,7 +7,7 @@ Dramatiq (and with it the Redis client) is imported when a broker is made, not w
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import dramatiq
@@ -35,12 +35,6 @@ def _log_context() -> type:
 
     LogContext.__module__ = __name__
     return LogContext
-
-
-def __getattr__(name: str) -> Any:
-    if name == "LogContext":
-        return _log_context()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_broker(url: str) -> dramatiq.Broker:
