@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from worker.api import routes_actions, routes_campaigns, routes_ops
-from worker.api.auth import caller
+from worker.api.auth import caller, reading_caller
 from worker.api.errors import BodyLimit, install_error_handlers
 from worker.api.responses import JSON
 from worker.pipeline.app import App
@@ -52,6 +52,7 @@ def create_api(app: App, *, close_app: bool = False) -> FastAPI:
     # /campaigns/settings before /campaigns/{campaign_id}: the first route that matches answers.
     api.include_router(routes_actions.settings_router, dependencies=authenticated)
     api.include_router(routes_actions.router, dependencies=authenticated)
+    api.include_router(routes_campaigns.reads, dependencies=[Depends(reading_caller)])
     api.include_router(routes_campaigns.router, dependencies=authenticated)
     api.include_router(routes_ops.router)
     api.include_router(routes_ops.open_router)

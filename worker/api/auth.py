@@ -8,10 +8,12 @@ pool for the endpoints that can take long (see ``worker.api.app``).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 
 from storage.timefmt import now as utcnow
 from storage.tokens import authenticate
@@ -36,13 +38,31 @@ async def service(request: Request) -> App:
 
 async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
     """The authenticated caller; 401 for a missing, unknown or revoked token."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated()
     # A connection, not an ORM session: cheaper, and the check needs no ORM objects. Autocommit:
     # a lookup and, now and then, a conditional write of last_used_at, each whole on its own, so
-    # no BEGIN and COMMIT round trips around them.
+    # no BEGIN and COMMIT round trips around them. Returned at once: the endpoint, maybe on a
+    # thread for long, takes its own.
     with request.app.state.service.autocommit.connect() as conn:
-        owner = authenticate(conn, credentials.credentials, utcnow())
+        return _check(conn, credentials)
+
+
+async def connection(request: Request) -> AsyncIterator[Connection]:
+    """One autocommit connection for a request read on the event loop, returned when it is answered."""
+    with request.app.state.service.autocommit.connect() as conn:
+        yield conn
+
+
+async def reading_caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                         conn: Connection = Depends(connection)) -> Caller:
+    """``caller`` on the request's ``connection``: the token check and the read share one checkout
+    (the hottest read, GET /campaigns/:id, costs one less pool round)."""
+    return _check(conn, credentials)
+
+
+def _check(conn: Connection, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated()
+    owner = authenticate(conn, credentials.credentials, utcnow())
     if owner is None:
         raise Unauthenticated()
     return Caller(owner.id, owner.email)

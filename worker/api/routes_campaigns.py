@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import Connection
 
 from worker.api import schemas as s
-from worker.api.auth import Caller, caller, service
+from worker.api.auth import Caller, caller, connection, service
 from worker.api.responses import JSON
 from worker.pipeline import commands, queries
 from worker.pipeline.app import App
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+# Reads that share the request's connection with the token check (worker.api.auth.reading_caller).
+reads = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
 ERRORS = {401: {"model": s.Message}, 404: {"model": s.Message}}
 INVALID = {422: {"model": s.Invalid}, 400: {"model": s.Message}, 413: {"model": s.Message}}
@@ -43,10 +46,10 @@ def create_campaign(payload: s.CampaignIn, who: Caller = Depends(caller), app: A
     return JSON(commands.create_campaign(app, body(payload), who.user_id), status_code=201)
 
 
-@router.get("/{campaign_id}", response_model=s.Campaign, responses={**ERRORS})
-async def show_campaign(campaign_id: str, app: App = Depends(service)) -> JSON:
+@reads.get("/{campaign_id}", response_model=s.Campaign, responses={**ERRORS})
+async def show_campaign(campaign_id: str, app: App = Depends(service), conn: Connection = Depends(connection)) -> JSON:
     """A campaign, with `status`, `progress` and, when it stopped on a fault, `error`."""
-    return JSON(queries.show_campaign(app, campaign_id))
+    return JSON(queries.show_campaign(app, campaign_id, conn=conn))
 
 
 @router.put("/{campaign_id}", response_model=s.CampaignUpdated,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from storage import campaigns as repo
 from storage.ids import BIGINT_MAX, is_int_id
@@ -74,11 +74,12 @@ def list_campaigns(app: App, *, status: str | None = None, type: str | None = No
                 "pagination": pagination(total, page, per_page, "/campaigns", query, base_url)}
 
 
-def show_campaign(app: App, campaign_id: str) -> dict:
-    """GET /campaigns/:id, with status and progress counted from the ledger."""
+def show_campaign(app: App, campaign_id: str, *, conn: Connection | None = None) -> dict:
+    """GET /campaigns/:id, with status and progress counted from the ledger; on ``conn`` (an
+    autocommit connection the caller holds, e.g. the API request's) when given."""
     # Autocommit: the campaign is one statement; a telephone campaign's task users are read in a
     # second, rows that need no snapshot in common with it.
-    with app.reads() as session:
+    with app.reads(bind=conn) if conn is not None else app.reads() as session:
         campaign, progress, held = repo.get_campaign_for_show(session, campaign_id)  # noqa: F841 - held while serialising
         return repo.campaign_to_seed(session, campaign, progress)
 

@@ -21,21 +21,26 @@ def campaigns_count(served: Served) -> int:
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer cdt_" + "x" * 43])
 def test_no_valid_token_is_401_and_changes_nothing(api: Served, header):
+    shown = api.client.post("/campaigns", json=seed_payload()).json()["id"]
     client = api.anonymous()
     headers = {"Authorization": header} if header else {}
     for method, path, body in [("POST", "/campaigns", seed_payload()), ("GET", "/campaigns", None),
+                               ("GET", f"/campaigns/{shown}", None),  # its read shares the token check's connection
                                ("PUT", "/campaigns/settings", {"domain_slug": "evil"}), ("GET", "/status", None)]:
         answer = client.request(method, path, json=body, headers=headers)
         assert answer.status_code == 401 and answer.json() == {"message": "Unauthenticated."}
-    assert campaigns_count(api) == 0
+    assert campaigns_count(api) == 1
     assert api.client.get("/campaigns/settings").json()["domain_slug"] == "acme"
 
 
 def test_revoked_token_is_refused_at_once(api: Served):
+    shown = api.client.post("/campaigns", json=seed_payload()).json()["id"]
     assert api.client.get("/campaigns").status_code == 200
+    assert api.client.get(f"/campaigns/{shown}").status_code == 200
     with api.app.sessions.begin() as session:
         revoke_token(session, list_tokens(session)[0].id, now())
     assert api.client.get("/campaigns").status_code == 401
+    assert api.client.get(f"/campaigns/{shown}").status_code == 401
 
 
 @pytest.mark.parametrize("served", ["api", "sqlite_api"])
