@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -183,6 +184,9 @@ class Campaign(Base):
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # JSON [[unix seconds, recipients done], ...], one every 10 s in flight (storage.progress).
     progress_samples: Mapped[str | None] = mapped_column(Text)
+    # The DEFLATE dictionary the campaign's archived contents are compressed with (storage.archive),
+    # set once when it fans out; loaded only when asked for.
+    archive_dictionary: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
@@ -210,19 +214,10 @@ class Recipient(Base):
     artifact_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
-
-
-class CampaignMessage(Base):
-    """The exact content sent to one contact (seed: GET /campaigns/:id/messages/:message_id)."""
-
-    __tablename__ = "campaign_messages"
-    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_messages_campaign_contact"),)
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    contact_id: Mapped[str] = mapped_column(String(36))
-    content: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    # The exact content sent (an email's HTML, a letter's markup), compressed (storage.archive): the
+    # campaign's messages (GET /campaigns/:id/messages), whose ids are these rows'. Written with the
+    # row's final status, in the same statement; loaded only when asked for.
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Task(Base):

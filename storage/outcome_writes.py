@@ -1,11 +1,11 @@
 """Writing a group of delivery outcomes to the ledger at once, and reading back the campaigns' status.
 
 Outcomes are written after every SMTP round, so this runs hundreds of times a second under load:
-on PostgreSQL it is one statement (the archive INSERT, one UPDATE of the ledger rows with each
-row's new status, and the status read, as CTEs over arrays) sent on a connection in autocommit
+on PostgreSQL it is one statement (one UPDATE of the ledger rows with each row's new status and,
+for those sent, the archived content, then the status read) sent on a connection in autocommit
 mode, so a write is one network round trip, planned once (psycopg prepares it after a few runs),
 with no SQL built or compiled per write, and the arrays sent in binary (``%b``: no per-element
-quoting of the archived contents). SQLite (embedded, no network) runs the same writes as
+quoting of the archived contents, which are compressed bytes: storage.archive). SQLite (embedded, no network) runs the same writes as
 separate statements in the caller's transaction.
 """
 
@@ -15,11 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, or_, select, update
 
-from storage.db import dialect_insert, is_postgres
+from storage.db import is_postgres
 from storage.ledger import finish, release
-from storage.models import Campaign, CampaignMessage
+from storage.models import Campaign, Recipient
+from storage.statuses import OPEN
 from storage.statuses import RecipientStatus as R
 
 
@@ -27,7 +28,7 @@ from storage.statuses import RecipientStatus as R
 class OutcomeRows:
     """What one write changes: archived contents, rows reaching a final status, rows to try again."""
 
-    archive: list[tuple[str, str, str]] = field(default_factory=list)  # (campaign id, contact id, content)
+    archive: dict[int, bytes] = field(default_factory=dict)  # row id -> the content sent (storage.archive.Packer)
     # (row id, final status, reason, artifact key): sent, failed or skipped
     final: list[tuple[int, str, str | None, str | None]] = field(default_factory=list)
     again: list[tuple[int, str]] = field(default_factory=list)  # (row id, the relay's reply): pending again
@@ -36,19 +37,15 @@ class OutcomeRows:
 
 # Final statuses move open rows (``pending`` too: a lease that ran out while the database was
 # unreachable, see ledger.finish); ``pending`` again moves only ``sending`` rows (ledger.release).
+# Only a row that moves takes its content: a send repeated after a crash keeps the first archived.
 _PG_WRITE = """
-WITH archived AS (
-    INSERT INTO campaign_messages (campaign_id, contact_id, content, created_at, updated_at)
-    SELECT a.campaign_id, a.contact_id, a.content, %(now)s, %(now)s
-    FROM unnest(%(a_campaign)b::varchar[], %(a_contact)b::varchar[], %(a_content)b::text[])
-        AS a(campaign_id, contact_id, content)
-    ON CONFLICT (campaign_id, contact_id) DO NOTHING
-), moved AS (
+WITH moved AS (
     UPDATE recipients AS r
     SET status = o.status, reason = o.reason, updated_at = %(now)s,
-        artifact_key = coalesce(o.artifact_key, r.artifact_key)
-    FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(reasons)b::text[], %(artifacts)b::varchar[])
-        AS o(id, status, reason, artifact_key)
+        artifact_key = coalesce(o.artifact_key, r.artifact_key), content = coalesce(o.content, r.content)
+    FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(reasons)b::text[], %(artifacts)b::varchar[],
+                %(contents)b::bytea[])
+        AS o(id, status, reason, artifact_key, content)
     WHERE r.id = o.id AND (r.status = 'sending' OR (r.status = 'pending' AND o.status <> 'pending'))
 )
 SELECT id, status FROM campaigns WHERE id = ANY(%(asking)b::varchar[])
@@ -75,21 +72,23 @@ def _write_pg(conn: Connection, rows: OutcomeRows, now: datetime) -> dict[str, s
     moved = rows.final + [(row_id, R.PENDING.value, reply, None) for row_id, reply in rows.again]
     params = {
         "now": now,
-        "a_campaign": [a[0] for a in rows.archive], "a_contact": [a[1] for a in rows.archive],
-        "a_content": [a[2] for a in rows.archive],
         "ids": [m[0] for m in moved], "statuses": [str(m[1]) for m in moved], "reasons": [m[2] for m in moved],
-        "artifacts": [m[3] for m in moved],
+        "artifacts": [m[3] for m in moved], "contents": [rows.archive.get(m[0]) for m in moved],
         "asking": sorted(rows.asking),
     }
     return dict(conn.exec_driver_sql(_PG_WRITE, params).all())
 
 
+# As on PostgreSQL, only rows about to move take their content (written first, so the status test
+# still tells them). Not IN (...): an expanding parameter cannot be run for many rows at once.
+_ARCHIVE = (update(Recipient).where(Recipient.id == bindparam("row_id"),
+                                    or_(*(Recipient.status == status for status in OPEN)))
+            .values(content=bindparam("packed")))
+
+
 def _write_generic(conn: Connection, rows: OutcomeRows, now: datetime) -> dict[str, str]:
-    if rows.archive:
-        conn.execute(dialect_insert(conn, CampaignMessage.__table__).on_conflict_do_nothing(
-            index_elements=["campaign_id", "contact_id"]),
-            [{"campaign_id": c, "contact_id": k, "content": t, "created_at": now, "updated_at": now}
-             for c, k, t in rows.archive])
+    if rows.archive:  # in the caller's transaction with the rest: all or nothing
+        conn.execute(_ARCHIVE, [{"row_id": row_id, "packed": packed} for row_id, packed in rows.archive.items()])
     by_kind: dict[tuple[str, str | None], list[tuple[int, str | None]]] = defaultdict(list)
     for row_id, status, reason, artifact_key in rows.final:
         by_kind[(status, artifact_key)].append((row_id, reason))

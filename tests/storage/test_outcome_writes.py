@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from storage.ledger import claim, open_batches
-from storage.models import Campaign, CampaignMessage, Recipient
+from storage.archive import Packer
+from storage.campaign_messages import list_messages
+from storage.models import Campaign, Recipient
 from storage.outcome_writes import OutcomeRows, prepare_connection, write_outcomes
 from storage.timefmt import now
 from tests.storage.test_ledger import _campaign_with_rows
@@ -25,25 +27,29 @@ def _ledger(sessions, campaign_id: str) -> list[tuple[str, str | None, str | Non
 
 
 def test_each_kind_of_outcome_lands_on_its_row_and_the_sent_content_is_archived(engine, sessions):
-    campaign_id = _campaign_with_rows(sessions, 5)
+    campaign_id = _campaign_with_rows(sessions, 6)
     with sessions.begin() as s:
         (batch,) = open_batches(s, campaign_id, 10)
         rows = claim(s, batch, now())
-    a, b, c, d, _ = rows
+    a, b, c, d, e, _ = rows
     statuses = _write(engine, OutcomeRows(
-        archive=[(campaign_id, a.contact_id, "<p>Hello Søren</p>")],
+        archive={a.id: Packer(None).pack("<p>Hello Søren</p>"), e.id: Packer(b"<p>Hello </p>").pack("<p>Hello Zoë</p>")},
         final=[(a.id, "sent", None, "letters/part-1.pdf"), (b.id, "failed", "550 no such user", None),
-               (c.id, "skipped", "no_consent", None)],
+               (c.id, "skipped", "no_consent", None), (e.id, "sent", None, None)],
         again=[(d.id, "451 try later")],
         asking={campaign_id, "no-such-campaign"},
     ))
     assert statuses == {campaign_id: "sending"}  # an unknown campaign is simply absent
     assert _ledger(sessions, campaign_id) == [
         ("sent", None, "letters/part-1.pdf"), ("failed", "550 no such user", None),
-        ("skipped", "no_consent", None), ("pending", "451 try later", None), ("sending", None, None)]
+        ("skipped", "no_consent", None), ("pending", "451 try later", None), ("sent", None, None),
+        ("sending", None, None)]
+    with sessions.begin() as s:
+        s.get(Campaign, campaign_id).archive_dictionary = b"<p>Hello </p>"
     with sessions() as s:
-        archived = s.execute(select(CampaignMessage.contact_id, CampaignMessage.content)).all()
-    assert archived == [(a.contact_id, "<p>Hello Søren</p>")]
+        archived, total = list_messages(s, campaign_id, page=1, per_page=10)
+    assert total == 2 and [(m["id"], m["contact_id"], m["content"]) for m in archived] == [
+        (a.id, a.contact_id, "<p>Hello Søren</p>"), (e.id, e.contact_id, "<p>Hello Zoë</p>")]
 
 
 def test_a_repeated_write_changes_nothing_and_a_final_row_never_moves(engine, sessions):
@@ -51,14 +57,16 @@ def test_a_repeated_write_changes_nothing_and_a_final_row_never_moves(engine, se
     with sessions.begin() as s:
         (batch,) = open_batches(s, campaign_id, 10)
         first, second = claim(s, batch, now())
-    sent = OutcomeRows(archive=[(campaign_id, first.contact_id, "once")], final=[(first.id, "sent", None, None)])
+    sent = OutcomeRows(archive={first.id: Packer(None).pack("once")}, final=[(first.id, "sent", None, None)])
     _write(engine, sent)
     _write(engine, sent)  # the same outcomes again (a retried write that had committed)
+    # the send repeated after a crash: the content first archived stays
+    _write(engine, OutcomeRows(archive={first.id: Packer(None).pack("twice")}, final=[(first.id, "sent", None, None)]))
     # a late "try again" or failure for a row already sent leaves it sent
     _write(engine, OutcomeRows(final=[(first.id, "failed", "late", None)], again=[(first.id, "451")]))
     assert _ledger(sessions, campaign_id)[0] == ("sent", None, None)
     with sessions() as s:
-        assert s.scalars(select(CampaignMessage.content)).all() == ["once"]
+        assert [m["content"] for m in list_messages(s, campaign_id, page=1, per_page=10)[0]] == ["once"]
 
 
 def test_a_pending_row_takes_a_final_outcome_but_is_not_released_again(engine, sessions):

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from scheduler.jobs import Enqueue, claim_due
 from storage import campaigns as repo
-from storage.models import Campaign, CampaignMessage, Recipient
+from storage.campaign_messages import list_messages
+from storage.models import Campaign, Recipient
 from storage.timefmt import now
 from tests.e2e import bundle, contact, drive, email_payload, in_process_worker, load, make_app
 from tests.cli import CliRunner
@@ -83,8 +84,8 @@ def test_sends_each_selected_recipient_once_with_the_right_headers(pg_db, redis_
         assert campaign.total_sent == 26 and campaign.sent_at is not None
         assert repo.progress_of(session, campaign) == {"total": 29, "sent": 26, "failed": 0, "skipped": 3,
                                                        "pending": 0}
-        archived = session.scalars(select(CampaignMessage).where(CampaignMessage.campaign_id == campaign_id)).all()
-        assert len(archived) == 26 and all("Dear" in m.content for m in archived)
+        archived, total = list_messages(session, campaign_id, page=1, per_page=100)
+        assert total == 26 and len(archived) == 26 and all("Dear" in m["content"] for m in archived)
 
 
 def test_custom_domain_sender(pg_db, redis_url, smtp_server):

@@ -15,6 +15,7 @@ from renderers.context import build_context
 from renderers.errors import RenderError
 from renderers.mime import EmailFrame, stable_message_id
 from renderers.templating import CompiledCampaign, Rendered, compile_campaign
+from storage.archive import Packer
 from storage.contacts import contact_for_templates
 from storage.fields import FIXED_FIELD_NAMES
 from storage.filter_eval import matches
@@ -53,6 +54,8 @@ class CampaignRuntime:
     unsubscribe_url: str | None
     # DKIM_KEYS_DIR's keys when they hold one for the sender's domain, else None (sent unsigned).
     dkim: DkimSigner | None = field(default=None, compare=False, repr=False)
+    # Compresses what is archived with the dictionary the campaign got when it fanned out.
+    archive: Packer = field(default_factory=lambda: Packer(None), compare=False, repr=False)
     # id(User) -> (that User, its seed dict): a batch's contacts share a few users, loaded once per
     # batch (one object per user in the batch's session), so each is serialised once per batch
     # instead of once per recipient. Keyed by the object, not the user id: a new batch reads the
@@ -98,6 +101,17 @@ class CampaignRuntime:
         email = self.campaign_type == "email"
         return self.compiled.render(self.context(contact, user, url), footer=email, text=email)
 
+    def sample(self) -> str | None:
+        """The content for a contact with no data at all (no names, no fields), or None when the
+        templates need data to render: the campaign's literal text as its messages will carry it,
+        with no one's personal data, for the archive's dictionary (storage.archive)."""
+        if self.compiled is None:
+            return None
+        try:
+            return self.render(Contact(id="", custom_fields={}), None).html
+        except RenderError:
+            return None
+
     def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""
         assert self.sender is not None and self.frame is not None
@@ -140,17 +154,19 @@ def build_runtime(session: Session, campaign: Campaign, domain_suffix: str,
         tree=parse_filters(campaign.filter or []), compiled=compiled, sender=sender, frame=frame,
         owner=user_to_seed(session.get(User, campaign.user_id)), unsubscribe_url=unsubscribe,
         dkim=dkim if dkim is not None and sender is not None and dkim.signs(sender.domain) else None,
+        archive=Packer(campaign.archive_dictionary),
     )
 
 
 def rendering_key(session: Session, campaign: Campaign, domain_suffix: str) -> tuple:
     """What a campaign's runtime is built from: its own fields that rendering reads, its template's
-    content, the sending settings and the domain suffix. Not ``updated_at``, which moves with every
-    progress note while the campaign sends."""
+    content, the sending settings and the domain suffix, and whether it fanned out (which gives it
+    its archive dictionary). Not ``updated_at``, which moves with every progress note while the
+    campaign sends."""
     template = session.get(Template, campaign.template_id) if campaign.template_id else None
     settings = session.get(CampaignSettings, 1)
     return (
-        campaign.id, campaign.type, campaign.name, campaign.user_id,
+        campaign.id, campaign.dispatched_at is not None, campaign.type, campaign.name, campaign.user_id,
         json.dumps(campaign.message, sort_keys=True), json.dumps(campaign.filter, sort_keys=True),
         template.content if template is not None else None,
         (settings.domain, settings.domain_slug, settings.unsubscribe_url) if settings is not None else None,

@@ -44,18 +44,20 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
                 log.warning("deliver.render_failed", contact_id=item.row.contact_id, error=str(exc))
                 continue
             rendered(perf_counter() - started)
-            outgoing.append((item.row, email.html, OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
+            # Compressed for the archive here, with the rendering, not in the SMTP event loop.
+            outgoing.append((item.row, runtime.archive.pack(email.html),
+                             OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
         submitted = [rounds.submit(failed)] if failed else []
         untried: list[Claimed] = []
         faults: list[CampaignWideSmtpError] = []
 
         def done(index: int, result: object) -> asyncio.Future | None:  # in the SMTP event loop: never block
-            row, html, _ = outgoing[index]
+            row, archived, _ = outgoing[index]
             outcome = Outcomes()
             if isinstance(result, SendResult):
                 # The connection's slot is held until this is written: at most a pool of messages
                 # are ever accepted by the relay and not yet in the ledger (what a crash repeats).
-                outcome.sent.append((row.id, row.contact_id, html))
+                outcome.sent.append((row.id, row.contact_id, archived))
                 written = asyncio.get_running_loop().create_future()
                 submitted.append(rounds.submit(outcome, wake=written))
                 return written

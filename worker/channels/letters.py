@@ -90,6 +90,7 @@ def render_letters(store: ObjectStore, runtime: CampaignRuntime, ready: list[Rea
             outcomes.transient.extend((item.row, f"storage: {exc}") for item, _, _ in done)
         else:
             outcomes.artifact_key = key
-            outcomes.sent.extend((item.row.id, item.contact.id, markup) for item, markup, _ in done)
+            outcomes.sent.extend((item.row.id, item.contact.id, runtime.archive.pack(markup))
+                                 for item, markup, _ in done)
     rounds.record(outcomes)
     return []

@@ -14,7 +14,8 @@ from storage.models import Contact, User
 class Outcomes:
     """What happened to each claimed row of a round."""
 
-    sent: list[tuple[int, str, str | None]] = field(default_factory=list)  # (row id, contact id, content)
+    # (row id, contact id, the content sent as archived: storage.archive.Packer.pack; None: telephone)
+    sent: list[tuple[int, str, bytes | None]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     transient: list[tuple[Claimed, str]] = field(default_factory=list)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import structlog
+from sqlalchemy.orm import Session
 
 from storage import lifecycle
+from storage.campaign_messages import campaign_dictionary
 from storage.filters import parse_filters
 from storage.ledger import Batch, insert_recipients, open_batches
 from storage.models import Campaign
@@ -24,6 +26,17 @@ def batch_size(app: App, campaign_type: str) -> int:
     """Recipients per delivery message: smaller for letters, so batches finish well inside STALL_SECONDS."""
     size = app.settings.delivery_batch_size
     return min(size, LETTER_BATCH) if campaign_type == "letter" else size
+
+
+def _sample(app: App, session: Session, campaign: Campaign) -> str | None:
+    """The campaign rendered for a contact with no data, for its archive's dictionary, or None."""
+    from worker.channels.campaign_runtime import build_runtime
+
+    try:  # not through app.runtimes: a runtime cached now would lack the dictionary being made
+        return build_runtime(session, campaign, app.settings.campaign_domain_suffix).sample()
+    except Exception as exc:  # noqa: BLE001 - the sample only makes the archive smaller: never fail a fan-out for it
+        log.warning("dispatch.no_archive_sample", error=str(exc)[:200])
+        return None
 
 
 def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None]) -> None:
@@ -52,6 +65,8 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
             log.error("dispatch.failed", error=campaign.error)
             return
         total, skipped = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
+        if campaign.type in ("email", "letter"):  # set once: what is archived from now on is read with it
+            campaign.archive_dictionary = campaign_dictionary(session, campaign, _sample(app, session, campaign))
         lifecycle.mark_dispatched(campaign, total, skipped, now)
         channel = campaign.type
     if skipped:  # committed: counted with the outcomes the workers write

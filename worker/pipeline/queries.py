@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 
 from storage import campaigns as repo
 from storage.ids import BIGINT_MAX, is_int_id
-from storage.campaign_messages import get_message, list_messages, message_to_seed
+from storage.campaign_messages import get_message, list_messages
 from storage.campaign_settings import get_settings, settings_to_seed
 from storage.errors import Conflict, NotFound, ValidationFailed
 from storage.models import Campaign, Contact, StoredFile, Task, User
@@ -103,7 +103,7 @@ def messages(app: App, campaign_id: str, *, page: int = 1, per_page: int = 15, b
     with app.sessions() as session:
         campaign = repo.get_campaign(session, campaign_id)
         rows, total = list_messages(session, campaign.id, page=page, per_page=per_page)
-        return {"data": [message_to_seed(m) for m in rows],
+        return {"data": rows,
                 "pagination": pagination(total, page, per_page, f"/campaigns/{campaign.id}/messages", None, base_url)}
 
 
@@ -113,7 +113,7 @@ def message(app: App, campaign_id: str, message_id: int) -> dict:
         campaign = repo.get_campaign(session, campaign_id)
         if not is_int_id(message_id, BIGINT_MAX):
             raise NotFound(f"message {message_id} of campaign {campaign.id} not found")
-        return message_to_seed(get_message(session, campaign.id, message_id))
+        return get_message(session, campaign.id, message_id)
 
 
 def _url(app: App, file: StoredFile) -> str:

@@ -220,8 +220,8 @@ class OutcomeWriter:
                            for row, reply in outcomes.transient if row.attempts >= item.max_attempts]
             rows.final += [(row_id, RecipientStatus.SKIPPED, reason, None) for row_id, reason in outcomes.skipped]
             rows.again += [(row.id, reply) for row, reply in item.again]
-            rows.archive += [(item.campaign_id, contact_id, content)
-                             for _, contact_id, content in outcomes.sent if content is not None]  # telephone: none
+            rows.archive.update((row_id, content) for row_id, _, content in outcomes.sent
+                                if content is not None)  # telephone: none
             if item.wants_status:
                 rows.asking.add(item.campaign_id)
         # On the writer's own connection, kept between writes: no session, no pool checkout (and

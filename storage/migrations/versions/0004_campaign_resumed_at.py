@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('campaigns', schema=None) as batch_op:
-        batch_op.drop_column('resumed_at')
+    # Not a batch: on SQLite that copies the table and drops the old one, which, with foreign keys
+    # on, would cascade to the rows that refer to it (SQLite 3.35+ drops a column in place).
+    op.drop_column('campaigns', 'resumed_at')
