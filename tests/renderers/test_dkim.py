@@ -9,8 +9,12 @@ from pathlib import Path
 
 import dkim
 import pytest
+from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import parse_tag_value
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import renderers.dkim as dkim_module
 from renderers.dkim import DkimKeyError, DkimSigner, load_keys
 from renderers.mime import build_email
 from tests.dkimkeys import StubDns, write_ed25519_key, write_rsa_key
@@ -203,3 +207,27 @@ def test_other_files_and_hidden_entries_are_left_alone(keys):
     folder, _dns = keys
     assert sorted(key.record_name for key in load_keys(folder).keys) == [
         "ed2026._domainkey.acme.example", "other._domainkey.other.example", "rsa2026._domainkey.acme.example"]
+
+
+@pytest.mark.parametrize("body", [
+    b"<p>one space only</p>\r\n",  # no tab, no double space, no space before a line end: the quick path
+    b"<p>two  spaces\tand a tab</p> \r\nnext \t line\r\n\r\n\r\n",  # every whitespace rewrite
+    b"bare\nline ends\r\nmixed in\n",  # not all CRLF: dkimpy parses the whole message
+    b"",
+], ids=["quick", "whitespace", "bare-lf", "empty"])
+def test_every_kind_of_body_is_signed_as_dkimpy_hashes_it(keys, body):
+    folder, dns = keys
+    head = message().partition(b"\r\n\r\n")[0]
+    plain = head.replace(b"multipart/alternative", b"text/plain").split(b"; boundary")[0] + b"\r\n\r\n" + body
+    assert dns.verify(load_keys(folder).sign(plain)) == [True, True]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"  ", b"\t", b"\r\n", b"\n", b"=", b"\xc3\xb8"]), max_size=40))
+def test_the_quick_parse_and_canonical_body_are_dkimpys(pieces):
+    body = b"".join(pieces)
+    message = b"From: a@acme.example\r\nSubject: s\r\n\r\n" + body
+    headers, parsed_body = dkim_module._parse(message)
+    assert (headers, parsed_body) == tuple(dkim.rfc822_parse(message))
+    policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    assert dkim_module._canonical_body(parsed_body) == policy.canonicalize_body(parsed_body)
