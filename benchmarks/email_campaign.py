@@ -4,18 +4,34 @@ Creates a fresh PostgreSQL database with N contacts, checks that the Redis db is
 else and flushes it, starts smtp-sink and ``campaign-dispatch worker --processes 2 --threads 8``
 (a subprocess), runs the scheduler's jobs here every 0.5 s, creates an ``execute_now`` campaign
 and times it from ``send_at`` to ``completed``. Meanwhile it samples each worker process's peak
-RSS (/proc VmHWM), Redis ``used_memory`` and the sink's message counter, and counts the CPU
-seconds of the workers, PostgreSQL and the rest of the machine. Before and after the campaign,
-with the workers idle or stopped, bare aiosmtplib sends N pre-built messages (the campaign's own,
-built by the project) over 10 connections to the same sink: the raw rate, and project/raw
-against their mean. Checks: the sink got N messages each time, and the ledger holds N ``sent``
-rows. Prints the figures and the command that reproduces them, and saves them as JSON in
-benchmarks/results/.
+RSS (/proc VmHWM), Redis ``used_memory`` (peak, and growth over the idle baseline) and the sink's
+message counter, and counts the CPU seconds of the workers, PostgreSQL and the rest of the machine.
+
+Fan-out is timed in Redis, polled every 10 ms: from a worker fetching the campaign's dispatch
+message (its id leaves the ``campaigns`` queue, its body stays until it is acked) to its ack
+(``dispatch_campaign`` returned: ledger rows inserted, every delivery batch enqueued), split where
+the first delivery message appears (before: validation, the ledger's INSERT ... SELECT, reading the
+batches; after: the enqueue). ``campaigns.dispatched_at`` holds whole seconds: too coarse for this.
+PostgreSQL's ``pg_total_relation_size`` (heap, TOAST, indexes) of the ledger (``recipients``, which
+holds the archived contents too) is read right after the fan-out (the workers are sending by then)
+and after the send: bytes per recipient.
+
+Before and after the campaign, with the workers idle or stopped, bare aiosmtplib sends K messages
+(``--raw-sample``, default min(N, 100,000): a sample, so that a run of a million measures the raw
+rate without sending two million more) over 10 connections to the same sink: the campaign's own,
+built by the project (up to 2,000 distinct ones, cycled). That is the raw rate, and project/raw
+against their mean. Checks: the sink got N messages from the campaign and K from each raw run, and
+the ledger holds N ``sent`` rows, each archived. Prints the figures and the command that reproduces
+them, and saves them as JSON in benchmarks/results/.
 
     .venv/bin/python benchmarks/email_campaign.py                       # 20,000 recipients
     .venv/bin/python benchmarks/email_campaign.py --recipients 100000
+    .venv/bin/python benchmarks/email_campaign.py --recipients 1000000 --wait-quiet 120   # raw rate on 100,000
     .venv/bin/python benchmarks/email_campaign.py --profile             # + py-spy of each worker
     .venv/bin/python benchmarks/email_campaign.py --dkim                # + every message DKIM-signed
+
+The watchdog (``--timeout``) defaults to 1,200 s plus 3 ms a recipient: 1,260 s for 20,000, 4,200 s
+for a million (loading the contacts, two raw samples, and the campaign at no less than ~400 msg/s).
 
 ``--dkim`` makes a throwaway RSA-2048 key for the campaign's sending domain in the run's temporary
 directory and gives the workers DKIM_KEYS_DIR (without it, DKIM_KEYS_DIR is not passed on, so the
@@ -49,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
 import redis  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 
 from benchmarks.harness import (  # noqa: E402
     RESULTS, BenchDatabase, Sink, WorkerSampler, cleanup, collect_profiles, cpu_by_role, cpu_snapshot, drive,
@@ -58,8 +74,9 @@ from benchmarks.harness import (  # noqa: E402
     stop_profilers, stop_workers, summarize_profile, target_lines, tuning_env, wait_ready)
 from scheduler.service import run_once  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.models import Campaign, CampaignMessage, Contact, Recipient, User  # noqa: E402
+from storage.models import Campaign, Contact, Recipient, User  # noqa: E402
 from worker.pipeline import campaign_service  # noqa: E402
+from worker.pipeline.actors import CAMPAIGNS_QUEUE, DELIVERY_QUEUE  # noqa: E402
 from worker.pipeline.app import App  # noqa: E402
 from worker.runtime.broker import NAMESPACE  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
@@ -147,6 +164,56 @@ class Sampler(WorkerSampler):
         self.sink_series.append((time.monotonic(), self.sink.count()))
 
 
+class FanoutWatch(threading.Thread):
+    """Every 10 ms until the campaign's dispatch message is acked, the moments (time.monotonic()) a
+    worker fetched it (its id left the queue, its body is still there), the first delivery message
+    was queued, and it was acked (its body is gone: every batch is enqueued); then ``on_done()``."""
+
+    def __init__(self, rds: redis.Redis, on_done: Callable[[], None]) -> None:
+        super().__init__(daemon=True, name="fanout-watch")
+        self.rds, self.on_done = rds, on_done
+        self.marks: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        queue, deliveries = f"{NAMESPACE}:{CAMPAIGNS_QUEUE}", f"{NAMESPACE}:{DELIVERY_QUEUE}.msgs"
+        seen = False
+        while not self.stop.wait(0.01):
+            try:
+                queued, held, delivering = (self.rds.pipeline(transaction=False).llen(queue).hlen(f"{queue}.msgs")
+                                            .hlen(deliveries).execute())
+            except redis.RedisError:
+                continue
+            now = time.monotonic()
+            seen = seen or held > 0
+            if held and not queued:
+                self.marks.setdefault("dispatch_fetched", now)
+            if delivering:
+                self.marks.setdefault("first_batch_queued", now)
+            if seen and not held:
+                self.marks.setdefault("dispatch_fetched", now)  # fetched and acked within one poll
+                self.marks["dispatch_acked"] = now
+                self.on_done()
+                return
+
+
+# The ledger, the archived contents included (storage.archive); None for a table the schema lacks.
+TABLES = ("recipients",)
+
+
+def table_bytes(app: App) -> dict[str, int | None]:
+    """``pg_total_relation_size`` (heap, TOAST, indexes) of each of TABLES."""
+    with app.sessions() as session:
+        return {t: session.scalar(text("SELECT pg_total_relation_size(to_regclass(:t))"), {"t": t}) for t in TABLES}
+
+
+def bytes_figures(sizes: dict[str, int | None], n: int) -> dict:
+    """The sizes in MiB and, together, bytes per recipient."""
+    return {**{f"{t}_mib": None if v is None else round(v / 2**20, 1) for t, v in sizes.items()},
+            "bytes_per_recipient": round(sum(v or 0 for v in sizes.values()) / n),
+            **{f"{t}_bytes_per_recipient": round(v / n) for t, v in sizes.items() if v is not None}}
+
+
 # ----------------------------------------------------------------------------- the run
 def scheduler_jobs(app: App) -> Callable[[], object]:
     """The scheduler's jobs, run once per call (``drive`` calls it every 0.5 s)."""
@@ -193,6 +260,17 @@ async def raw_send(port: int, mails: list[tuple[str, str, bytes]], total: int, c
     return elapsed
 
 
+def fanout_figures(marks: dict[str, float], n: int, batch_size: int) -> dict:
+    """Fan-out seconds from FanoutWatch's marks: the whole of it, and its ledger and enqueue parts."""
+    if "dispatch_acked" not in marks:
+        return {}
+    start, first, end = marks["dispatch_fetched"], marks.get("first_batch_queued"), marks["dispatch_acked"]
+    out = {"seconds": round(end - start, 2), "batches": -(-n // batch_size), "poll_s": 0.01}
+    if first is not None and start <= first <= end:
+        out |= {"ledger_s": round(first - start, 2), "enqueue_s": round(end - first, 2)}
+    return out
+
+
 def sink_marks(series: list[tuple[float, int]], start: int, total: int, t0: float) -> dict[str, float]:
     """When the sink saw the campaign's first and last message, in seconds from ``t0``."""
     first = next((t for t, c in series if c > start), None)
@@ -226,6 +304,7 @@ class Run:
 
     def __init__(self, args: argparse.Namespace, stamp: str) -> None:
         self.args, self.n, self.stamp = args, args.recipients, stamp
+        self.raw_n = args.raw_sample
         self.deadline = time.monotonic() + args.timeout
         self.db = BenchDatabase("email")
         self.rds = redis.Redis.from_url(REDIS_URL)
@@ -286,6 +365,8 @@ class Run:
             self.profilers = start_profilers(self.children, f"email_campaign-{self.stamp}", rate=200, gil=True)
         sink_before = self.sink.count()
         machine_before(self.result, self.args.wait_quiet, self.deadline)
+        watch = FanoutWatch(self.rds, lambda: self.after_fanout(sink_before))
+        watch.start()
         cpu_before = cpu_snapshot()
         t_create = time.monotonic()
         with self.app.sessions.begin() as session:
@@ -297,6 +378,8 @@ class Run:
                      "final_s": time.monotonic() - t_create}
             raise
         finally:
+            watch.stop.set()
+            watch.join(10)  # it may be reading the tables' sizes
             elapsed, sent_by_then = marks["final_s"], self.sink.count() - sink_before
             cpu = cpu_by_role(cpu_before, cpu_snapshot(), time.monotonic() - t_create, self.proc.pid, self.sink.proc.pid)
             stop_profilers(self.profilers)
@@ -306,61 +389,79 @@ class Run:
             stop_workers(self.proc)  # first: after a timeout they are still sending
             self.sent_at_sink = sent = self.sink.count(settle=0.3) - sink_before
             series, peak = self.sampler.sink_series, self.sampler.redis_peak - self.sampler.redis_base
+            fan = {f"{k}_s": round(v - t_create, 2) for k, v in watch.marks.items()}
             self.result["project"] = {
                 "status": marks["status"], "seconds": round(elapsed, 2), "messages_per_s": round(sent_by_then / elapsed),
                 "steady_messages_per_s": steady_rate(series, sink_before, self.n),
-                "phases_s": phases(marks, sink_marks(series, sink_before, self.n, t_create)),
+                "phases_s": phases(marks, sink_marks(series, sink_before, self.n, t_create) | fan),
+                "fanout": fanout_figures(watch.marks, self.n, self.app.settings.delivery_batch_size),
                 "sink_received": sent,
                 "worker_idle_rss_mib": [round(v / 1024, 1) for v in self.idle_rss],
                 "worker_peak_rss_mib": [round(v / 1024, 1) for v in self.sampler.hwm.values()],
                 "worker_processes_seen": len(self.sampler.hwm),
                 "redis_peak_growth_mib": round(peak / 2**20, 3),
+                "redis_peak_used_memory_mib": round(self.sampler.redis_peak / 2**20, 1),
+                "redis_idle_used_memory_mib": round(self.sampler.redis_base / 2**20, 1),
                 "redis_peak_delivery_queue": self.sampler.queue_peak,
                 "cpu_seconds": cpu,
                 # Less sensitive than the rate to other jobs on the machine: compare changes with it.
                 "worker_cpu_ms_per_message": round(cpu.get("workers", 0) * 1000 / max(sent, 1), 3),
                 "postgres_cpu_ms_per_message": round(cpu.get("postgres", 0) * 1000 / max(sent, 1), 3),
             }
+            if "after_fanout" in self.result:
+                self.result["project"]["fanout"]["postgres_after_fanout"] = self.result.pop("after_fanout")
             collect_profiles(self.profilers, self.result, "profile_gil_share_pct", gil_shares)
         log(f"campaign {marks['status']} in {elapsed:.1f} s")
+        self.result["postgres_after_send"] = bytes_figures(table_bytes(self.app), self.n)
+
+    def after_fanout(self, sink_before: int) -> None:
+        """The tables' sizes as the fan-out ends (the watcher's thread); the workers are sending by then."""
+        try:
+            sent = self.sink.count() - sink_before
+            self.result["after_fanout"] = {**bytes_figures(table_bytes(self.app), self.n), "sent_by_then": sent}
+        except Exception as exc:  # noqa: BLE001 - a figure missing, not the run
+            log(f"could not read the table sizes after the fan-out: {type(exc).__name__}: {exc}")
 
     def prepare_raw(self) -> None:
         """Pre-build messages for the raw runs: the campaign's own, from a draft copy of it."""
         with self.app.sessions.begin() as session:
             draft = campaign_service.create(session, payload(approved=False), 1).id
-        count = min(self.n, 2000)
+        count = min(self.raw_n, 2000)
         self.mails, self.result["per_message_cpu_in_bench_process"] = prebuilt(self.app, draft, count)
-        self.result["raw"] = {"connections": self.args.raw_connections, "distinct_messages": count, "runs": []}
+        self.result["raw"] = {"connections": self.args.raw_connections, "messages": self.raw_n,
+                              "distinct_messages": count, "runs": []}
 
     def raw(self, when: str) -> None:
-        """N pre-built messages with bare aiosmtplib. Run before and after the campaign: one short
-        burst swings with what else the machine does, the mean of two swings less."""
-        log(f"raw aiosmtplib run ({when} the campaign)")
+        """K (``--raw-sample``) pre-built messages with bare aiosmtplib. Run before and after the
+        campaign: one short burst swings with what else the machine does, the mean of two swings less."""
+        log(f"raw aiosmtplib run of {self.raw_n} messages ({when} the campaign)")
         before = self.sink.count()
-        seconds = asyncio.run(asyncio.wait_for(raw_send(self.sink.port, self.mails, self.n, self.args.raw_connections),
+        seconds = asyncio.run(asyncio.wait_for(raw_send(self.sink.port, self.mails, self.raw_n,
+                                                        self.args.raw_connections),
                                                max(1.0, self.deadline - time.monotonic())))
         raw = self.result["raw"]
-        raw["runs"].append({"when": when, "seconds": round(seconds, 2), "messages_per_s": round(self.n / seconds),
+        raw["runs"].append({"when": when, "seconds": round(seconds, 2), "messages_per_s": round(self.raw_n / seconds),
                             "sink_received": self.sink.count(settle=0.3) - before})
-        rates = [self.n / r["seconds"] for r in raw["runs"]]
+        rates = [self.raw_n / r["seconds"] for r in raw["runs"]]
         raw["messages_per_s"] = round(sum(rates) / len(rates))
         if "project" in self.result:
             self.result["ratio_project_to_raw"] = round(self.n / self.result["project"]["seconds"] / raw["messages_per_s"], 3)
 
     def check(self) -> bool:
-        """The ledger holds N sent rows and N archived messages; the sink got N twice (project, raw)."""
+        """The ledger holds N sent rows and N archived messages; the sink got N from the campaign and K
+        from each raw run."""
         with self.app.sessions() as session:
             ledger = dict(session.execute(select(Recipient.status, func.count())
                                           .where(Recipient.campaign_id == self.campaign_id)
                                           .group_by(Recipient.status)).all())
-            archived = session.scalar(select(func.count()).select_from(CampaignMessage)
-                                      .where(CampaignMessage.campaign_id == self.campaign_id))
+            archived = session.scalar(select(func.count()).where(Recipient.campaign_id == self.campaign_id,
+                                                                 Recipient.content.is_not(None)))
             total_sent = session.get(Campaign, self.campaign_id).total_sent
         n, project = self.n, self.result["project"]
         checks = {"ledger": ledger, "archived_messages": archived, "total_sent": total_sent,
                   "all_sent": ledger == {"sent": n} and total_sent == n and archived == n,
                   "sink_got_each_once": self.sent_at_sink == n
-                  and all(r["sink_received"] == n for r in self.result["raw"]["runs"])}
+                  and all(r["sink_received"] == self.raw_n for r in self.result["raw"]["runs"])}
         self.result["checks"] = checks
         self.result["targets_met"] = {
             "ratio_project_to_raw >= 0.35": self.result["ratio_project_to_raw"] >= TARGETS["ratio_project_to_raw"],
@@ -393,19 +494,25 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--raw-connections", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=1200, help="watchdog: stop everything after this (s)")
+    parser.add_argument("--raw-sample", type=int, metavar="K",
+                        help="messages of each raw aiosmtplib run (default: min(recipients, 100000))")
+    parser.add_argument("--timeout", type=float,
+                        help="watchdog: stop everything after this (s; default: 1200 + 3 ms a recipient)")
     parser.add_argument("--profile", action="store_true", help="py-spy record each worker process while sending")
     parser.add_argument("--dkim", action="store_true",
                         help="DKIM-sign every message with a throwaway RSA-2048 key (DKIM_KEYS_DIR for the workers)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="first wait up to S s for the machine to be under 25%% busy (others' jobs skew the figures)")
     args = parser.parse_args()
+    args.raw_sample = args.raw_sample or min(args.recipients, 100_000)
+    args.timeout = args.timeout or 1200 + 0.003 * args.recipients
     tuning = tuning_env()
     if "BENCH_REDIS_URL" in os.environ and "@" not in REDIS_URL:  # never print a password
         tuning["BENCH_REDIS_URL"] = REDIS_URL
     reproduce = reproduce_command("email_campaign.py", [
         f"--recipients {args.recipients}", f"--processes {args.processes} --threads {args.threads}",
-        f"--raw-connections {args.raw_connections}", *(["--profile"] if args.profile else []),
+        f"--raw-connections {args.raw_connections} --raw-sample {args.raw_sample}",
+        *(["--profile"] if args.profile else []),
         *(["--dkim"] if args.dkim else []),
         *([f"--wait-quiet {args.wait_quiet:g}"] if args.wait_quiet else [])], tuning)
     configure_logging("json", "WARNING")
@@ -445,15 +552,31 @@ def summary(r: dict) -> str:
     if p:
         lines.append(f"project: {p['messages_per_s']} msg/s send_at -> {p['status']} in {p['seconds']} s "
                      f"(steady {p['steady_messages_per_s']} msg/s); worker peak RSS {p['worker_peak_rss_mib']} MiB; "
-                     f"Redis peak growth {p['redis_peak_growth_mib']} MiB")
+                     f"Redis peak used_memory {p['redis_peak_used_memory_mib']} MiB "
+                     f"(growth {p['redis_peak_growth_mib']} MiB over idle)")
+        f = p.get("fanout", {})
+        if f:
+            split = (f"ledger {f['ledger_s']} s, enqueue of {f['batches']} batches {f['enqueue_s']} s"
+                     if "ledger_s" in f else f"{f['batches']} batches")
+            lines.append(f"fan-out: {f['seconds']} s, a worker fetching the dispatch message -> its ack ({split}; "
+                         f"polled in Redis every {f['poll_s'] * 1000:.0f} ms)")
+        for label, sizes in (("right after fan-out", f.get("postgres_after_fanout")),
+                             ("after the send", r.get("postgres_after_send"))):
+            if sizes:
+                tables = ", ".join(f"{t} {sizes[t + '_mib']} MiB ({sizes[t + '_bytes_per_recipient']} B/recipient)"
+                                   if sizes.get(t + "_mib") is not None else f"{t}: no such table" for t in TABLES)
+                more = f"; {sizes['sent_by_then']} sent by then" if "sent_by_then" in sizes else ""
+                lines.append(f"PostgreSQL {label}: {sizes['bytes_per_recipient']} bytes/recipient ({tables}{more})")
         cpu = p["cpu_seconds"]
         lines.append(f"cpu-s: workers {cpu.get('workers')} ({p['worker_cpu_ms_per_message']} ms/message), postgres "
                      f"{cpu.get('postgres')}, everything else {cpu['everything else']} "
                      f"(machine busy {cpu['machine busy']} of {cpu['machine capacity']})")
     if "ratio_project_to_raw" in r:
         runs = ", ".join(f"{x['when']} {x['messages_per_s']}" for x in raw["runs"])
-        lines.append(f"raw aiosmtplib, {raw['connections']} connections: {raw['messages_per_s']} msg/s ({runs}); "
-                     f"ratio project/raw {r['ratio_project_to_raw']}")
+        sample = raw.get("messages", r["recipients"])
+        lines.append(f"raw aiosmtplib, {raw['connections']} connections, {sample} messages a run"
+                     + (f" (a sample: the campaign had {r['recipients']})" if sample < r["recipients"] else "")
+                     + f": {raw['messages_per_s']} msg/s ({runs}); ratio project/raw {r['ratio_project_to_raw']}")
     lines += target_lines(r.get("targets_met", {}))
     if "checks" in r:
         lines.append(f"checks: all sent {r['checks']['all_sent']}, sink got each once {r['checks']['sink_got_each_once']}")
