@@ -19,7 +19,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Integer
 
 from storage.addresses import EMAIL_PG, MAX_LENGTH, MAX_LOCAL, is_email
-from storage.db import dialect_insert
+from storage.db import dialect_insert, is_postgres
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
 from storage.models import Campaign, Contact, Recipient, UTCDateTime
@@ -67,23 +67,30 @@ def skip_reason(campaign_type: str) -> ColumnElement:
 
 def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, now: datetime) -> tuple[int, int]:
     """Insert one ledger row per selected contact in one statement; return (total, skipped)."""
-    reason = skip_reason(campaign.type)
+    # The skip reason once per contact: the subquery's OFFSET 0 keeps PostgreSQL from inlining it
+    # into both columns that read it (the e-mail check is a regular expression).
+    picked = (select(Contact.id.label("contact_id"), skip_reason(campaign.type).label("reason"))
+              .where(compile_filters(tree, session.get_bind().dialect.name)).offset(0).subquery("picked"))
     source = (
         select(
-            literal(campaign.id), Contact.id,
-            case((reason.is_(None), literal(R.PENDING.value)), else_=literal(R.SKIPPED.value)),
-            reason, literal(0), literal(now, UTCDateTime), literal(now, UTCDateTime),
+            literal(campaign.id), picked.c.contact_id,
+            case((picked.c.reason.is_(None), literal(R.PENDING.value)), else_=literal(R.SKIPPED.value)),
+            picked.c.reason, literal(0), literal(now, UTCDateTime), literal(now, UTCDateTime),
         )
-        .where(compile_filters(tree, session.get_bind().dialect.name))
-        .order_by(Contact.id)
+        .order_by(picked.c.contact_id)
     )
-    insert = dialect_insert(session, Recipient)
     columns = ["campaign_id", "contact_id", "status", "reason", "attempts", "created_at", "updated_at"]
-    session.execute(insert.from_select(columns, source).on_conflict_do_nothing(
-        index_elements=["campaign_id", "contact_id"]))
-    counts = dict(session.execute(
-        select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)
-    ).all())
+    insert = dialect_insert(session, Recipient).from_select(columns, source).on_conflict_do_nothing(
+        index_elements=["campaign_id", "contact_id"])
+    if is_postgres(session):
+        # Counted from what the INSERT returns, in the same statement: no second pass over the rows.
+        inserted = insert.returning(Recipient.status).cte("inserted")
+        counts = dict(session.execute(select(inserted.c.status, func.count()).group_by(inserted.c.status)).all())
+    else:  # SQLite has no INSERT in a WITH
+        session.execute(insert)
+        counts = dict(session.execute(
+            select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id)
+            .group_by(Recipient.status)).all())
     return sum(counts.values()), counts.get(R.SKIPPED, 0)
 
 
