@@ -52,3 +52,20 @@ def test_a_library_failure_logs_its_traceback_in_json(restored_logging, capsys):
     assert line["event"] == "Failed to process message" and line["level"] == "error"
     assert "Traceback" in line["exception"] and "in failing_actor" in line["exception"]
     assert "ValueError: template missing" in line["exception"]
+
+
+def test_every_line_carries_the_host_and_the_pid(restored_logging, capsys):
+    # Workers and schedulers on several machines log to one place: each line says where it came from.
+    import os
+    import socket
+
+    import structlog
+
+    configure_logging("json", "INFO")
+    structlog.get_logger().info("probe.structlog")
+    logging.getLogger("dramatiq.worker").warning("probe.stdlib")
+    structlog.get_logger().info("probe.own_host", host="0.0.0.0")
+    lines = {line["event"]: line for line in _lines(capsys)}
+    for event in ("probe.structlog", "probe.stdlib"):
+        assert (lines[event]["host"], lines[event]["pid"]) == (socket.gethostname(), os.getpid()), lines[event]
+    assert lines["probe.own_host"]["host"] == "0.0.0.0"  # an event's own field is not overwritten

@@ -6,6 +6,9 @@ for nothing. ``configure_logging`` configures it at once when it is imported alr
 after its first import (``_ConfigureOnImport``), before any module can log through it: a module
 logs through structlog only after importing it. Stdlib records (libraries') are formatted by
 structlog's ``ProcessorFormatter``, built on the first record (``_LazyFormatter``).
+
+Every line, structlog's and stdlib's, carries ``host`` (the machine's hostname) and ``pid``: with
+workers and schedulers on several machines writing to one log store, they tell the lines apart.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -44,9 +48,27 @@ def _shared() -> list[Any]:
 
     return [
         structlog.contextvars.merge_contextvars,
+        _origin(),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+def _origin() -> Callable[[Any, str, dict], dict]:
+    """The processor adding ``host`` and ``pid`` to each line. The hostname is read once, when the
+    processor chain is built (it does not change under a running process); the pid on each line,
+    as a forked child writes lines of its own. An event's own ``host`` or ``pid`` (the bind address
+    of ``metrics.serving``, the dead child of ``worker.process_died``) is left as it is."""
+    import socket
+
+    host = socket.gethostname()
+
+    def add_origin(_logger: Any, _method: str, event_dict: dict) -> dict:
+        event_dict.setdefault("host", host)
+        event_dict.setdefault("pid", os.getpid())
+        return event_dict
+
+    return add_origin
 
 
 def _renderer(log_format: str, colors: bool) -> Any:
