@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Integer
 
-from storage.addresses import EMAIL_PG, MAX_LENGTH, MAX_LOCAL, is_email
+from storage.addresses import EMAIL_LOOSE_PG, LONG_LABEL_MIN_LENGTH, LONG_LABEL_PG, MAX_LENGTH, MAX_LOCAL, is_email
 from storage.db import dialect_insert, is_postgres
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
@@ -37,9 +37,12 @@ class valid_email(FunctionElement):  # noqa: N801 - SQL function style
 def _valid_email_pg(element, compiler, **kw):
     (arg,) = list(element.clauses)
     column = compiler.process(arg, **kw)
-    # the lengths first (cheap), as storage.addresses.is_email checks them
+    # the lengths first (cheap), as storage.addresses.is_email checks them; then the pattern without
+    # its counted repetitions, and the label length only where an address is long enough to break it
+    pattern, long_label = compiler.process(literal(EMAIL_LOOSE_PG), **kw), compiler.process(literal(LONG_LABEL_PG), **kw)
     return (f"(char_length({column}) <= {MAX_LENGTH} AND strpos({column}, '@') BETWEEN 2 AND {MAX_LOCAL + 1}"
-            f" AND {column} ~ {compiler.process(literal(EMAIL_PG), **kw)})")
+            f" AND {column} ~ {pattern} AND (char_length({column}) < {LONG_LABEL_MIN_LENGTH}"
+            f" OR split_part({column}, '@', 2) !~ {long_label}))")
 
 
 @compiles(valid_email, "sqlite")

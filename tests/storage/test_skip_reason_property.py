@@ -51,6 +51,9 @@ TRICKY = [
     "١@example.com", "jane@example.c\u200bom", "jane@123.456", "jane@example.com,joe@example.com",
     "x" * 242 + "@example.com", "x" * 243 + "@example.com", "x" * 244 + "@example.com", "x" * 300 + "@example.com",
     "jane@" + "a" * 63 + "." + "b" * 200, " ", "\t",
+    # labels at and over 63 characters, around the shortest address that can hold a long one (68)
+    "j@" + "a" * 63 + ".com", "j@" + "a" * 64 + ".com", "j@b." + "c" * 63, "j@b." + "c" * 64,
+    "j@b." + "c" * 62 + "-c", "jane@x." + "a" * 64 + ".com", "j@" + "a" * 62 + "-b.com", "j@" + "a" * 65 + ".co",
 ]
 # Any text bar what the databases cannot hold (NUL; lone surrogates are not UTF-8).
 ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
