@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, func, or_, select, true
+from sqlalchemy import bindparam, case, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
@@ -91,6 +91,9 @@ def delete_campaign(session: Session, campaign: Campaign) -> None:
     from storage.lifecycle import ensure_editable  # here: reads (``campaigns show``) need no lifecycle
 
     ensure_editable(campaign, "deleted")
+    # An editable campaign has no ledger rows; if one had, they go with it (the ledger keeps no
+    # foreign key: see models.Recipient).
+    session.execute(delete(Recipient).where(Recipient.campaign_id == campaign.id))
     session.delete(campaign)
     session.flush()
 

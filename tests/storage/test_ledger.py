@@ -42,3 +42,20 @@ def test_a_claimed_row_is_claimed_once_and_finished_once(sessions):
         assert finish(s, "sent", [(c.id, None) for c in first], now()) == 3
     with sessions.begin() as s:
         assert finish(s, "sent", [(c.id, None) for c in first], now()) == 0  # a duplicate changes nothing
+
+
+def test_deleting_a_campaign_deletes_its_ledger_rows_though_no_key_ties_them(sessions):
+    from sqlalchemy import func, select
+
+    from storage.campaigns import delete_campaign
+
+    deleted, kept = _campaign_with_rows(sessions, 3), str(uuid.uuid4())
+    with sessions.begin() as s:
+        s.add(Campaign(id=kept, user_id=1, name="k", type="email", status="draft"))
+        s.add(Recipient(campaign_id=kept, contact_id="other", status="pending"))
+        s.get(Campaign, deleted).status = "draft"  # editable again: only such a campaign can be deleted
+    with sessions.begin() as s:
+        delete_campaign(s, s.get(Campaign, deleted))
+    with sessions() as s:
+        left = dict(s.execute(select(Recipient.campaign_id, func.count()).group_by(Recipient.campaign_id)).all())
+    assert left == {kept: 1}
