@@ -98,7 +98,7 @@ def prepare(db_url: str, n: int, seed: int, workdir: Path) -> tuple[str, dict]:
             campaign.status = "sending"
             session.flush()
             now = utcnow()
-            total, _ = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
+            total = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now).total
             campaign.dispatched_at = now
             # As after a finished campaign: every deliverable row sent (the export reads any status).
             session.execute(update(Recipient).where(Recipient.campaign_id == campaign.id, Recipient.status == "pending")

@@ -68,8 +68,32 @@ def skip_reason(campaign_type: str) -> ColumnElement:
     return case(*whens, else_=None)
 
 
-def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, now: datetime) -> tuple[int, int]:
-    """Insert one ledger row per selected contact in one statement; return (total, skipped)."""
+@dataclass(frozen=True)
+class Inserted:
+    """What a fan-out wrote: its rows, those skipped, and the first and last id of the pending ones."""
+
+    total: int
+    skipped: int
+    first_pending: int | None
+    last_pending: int | None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.skipped
+
+    def batches(self, campaign_id: str, size: int) -> list[Batch] | None:
+        """The pending rows in id ranges of ``size`` when they hold consecutive ids (no skipped or
+        other row among them), which is arithmetic; None when ``open_batches`` must find them."""
+        if self.first_pending is None or self.last_pending is None:
+            return []
+        if self.last_pending - self.first_pending + 1 != self.pending:
+            return None
+        return [Batch(campaign_id, lo, min(lo + size - 1, self.last_pending))
+                for lo in range(self.first_pending, self.last_pending + 1, size)]
+
+
+def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, now: datetime) -> Inserted:
+    """Insert one ledger row per selected contact in one statement."""
     # The skip reason once per contact: the subquery's OFFSET 0 keeps PostgreSQL from inlining it
     # into both columns that read it (the e-mail check is a regular expression).
     picked = (select(Contact.id.label("contact_id"), skip_reason(campaign.type).label("reason"))
@@ -91,10 +115,13 @@ def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, no
         counts = dict(session.execute(select(inserted.c.status, func.count()).group_by(inserted.c.status)).all())
     else:  # SQLite has no INSERT in a WITH
         session.execute(insert)
-        counts = dict(session.execute(
-            select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id)
-            .group_by(Recipient.status)).all())
-    return sum(counts.values()), counts.get(R.SKIPPED, 0)
+        counts = dict(session.execute(select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id)
+                                      .group_by(Recipient.status)).all())
+    # The ends of the pending ids: from the (campaign, id) index, a few rows read at each end.
+    first, last = session.execute(select(func.min(Recipient.id), func.max(Recipient.id)).where(
+        Recipient.campaign_id == campaign.id, Recipient.status == R.PENDING)).one()
+    return Inserted(total=sum(counts.values()), skipped=counts.get(R.SKIPPED, 0), first_pending=first,
+                    last_pending=last)
 
 
 @dataclass(frozen=True)
@@ -210,7 +237,12 @@ def release_stale(session: Session, now: datetime, lease: timedelta) -> list[str
 
     Returns the campaign ids that had such rows.
     """
-    stale = and_(Recipient.status == R.SENDING, Recipient.updated_at < now - lease)
+    # Only campaigns fanned out and not finalised can hold such rows: looked up in their (campaign,
+    # status) index, not in the whole index, which grows with every recipient ever sent (a million
+    # rows: 1 ms a tick against 0.02).
+    unsettled = select(Campaign.id).where(Campaign.dispatched_at.is_not(None), Campaign.finalised_at.is_(None))
+    stale = and_(Recipient.campaign_id.in_(unsettled), Recipient.status == R.SENDING,
+                 Recipient.updated_at < now - lease)
     campaigns = list(session.scalars(select(Recipient.campaign_id).where(stale).distinct()))
     if campaigns:
         cancelled = select(Campaign.id).where(Campaign.id.in_(campaigns), Campaign.status == CampaignStatus.CANCELLED)
@@ -250,7 +282,7 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 
 __all__ = [
-    "Batch", "Claimed", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
+    "Batch", "Claimed", "Inserted", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
     "release", "release_stale", "renew", "skip_pending", "skip_reason", "skip_reason_of", "valid_email",
 ]
 

@@ -59,3 +59,23 @@ def test_deleting_a_campaign_deletes_its_ledger_rows_though_no_key_ties_them(ses
     with sessions() as s:
         left = dict(s.execute(select(Recipient.campaign_id, func.count()).group_by(Recipient.campaign_id)).all())
     assert left == {kept: 1}
+
+
+def test_batches_of_consecutive_pending_ids_are_the_ones_open_batches_finds(sessions):
+    from storage.ledger import Inserted
+
+    campaign_id = _campaign_with_rows(sessions, 25)
+    with sessions() as s:
+        ids = sorted(s.scalars(select_ids(campaign_id)))
+        found = open_batches(s, campaign_id, 10)
+    assert Inserted(25, 0, ids[0], ids[-1]).batches(campaign_id, 10) == found
+    assert Inserted(25, 0, ids[0], ids[-1]).batches(campaign_id, 25) == [Batch(campaign_id, ids[0], ids[-1])]
+    # a skipped row among the pending ones: not consecutive, open_batches must count them
+    assert Inserted(25, 1, ids[0], ids[-1]).batches(campaign_id, 10) is None
+    assert Inserted(3, 3, None, None).batches(campaign_id, 10) == []  # every row skipped
+
+
+def select_ids(campaign_id: str):
+    from sqlalchemy import select
+
+    return select(Recipient.id).where(Recipient.campaign_id == campaign_id)

@@ -64,7 +64,8 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
             lifecycle.fail_unsendable(campaign, problems)
             log.error("dispatch.failed", error=campaign.error)
             return
-        total, skipped = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
+        inserted = insert_recipients(session, campaign, parse_filters(campaign.filter or []), now)
+        total, skipped = inserted.total, inserted.skipped
         if campaign.type in ("email", "letter"):  # set once: what is archived from now on is read with it
             campaign.archive_dictionary = campaign_dictionary(session, campaign, _sample(app, session, campaign))
         lifecycle.mark_dispatched(campaign, total, skipped, now)
@@ -73,7 +74,10 @@ def dispatch(app: App, campaign_id: str, enqueue: Callable[[list[Batch]], None])
         from worker.runtime.metrics import count_recipients  # prometheus_client: once a campaign fans out
 
         count_recipients({(channel, "skipped"): skipped})
-    with app.sessions() as session:
-        batches = open_batches(session, campaign_id, batch_size(app, campaign.type))
+    size = batch_size(app, campaign.type)
+    batches = inserted.batches(campaign_id, size)  # consecutive ids: no second pass over the rows
+    if batches is None:
+        with app.sessions() as session:
+            batches = open_batches(session, campaign_id, size)
     enqueue(batches)
     log.info("dispatch.done", recipients=total, skipped=skipped, batches=len(batches))
