@@ -274,8 +274,9 @@ def test_the_export_rows_are_the_listing_before_and_after_fan_out(cli, tmp_path,
         assert [r[status] for r in rows] == [item["delivery"]["status"] for item in listing], stage
         assert sorted(r[consent] for r in rows) == ["no"] * 3 + ["yes"] * 4, stage
         assert all(len(r) == len(HEADER) for r in rows)
-        with sessions.begin() as s:  # fan it out: the ledger decides the rows from now on
-            campaign = s.get(Campaign, campaign_id)
-            insert_recipients(s, campaign, parse_filters(campaign.filter), now())
-            campaign.dispatched_at = now()
+        if stage == "before fan-out":
+            with sessions.begin() as s:  # fan it out: the ledger decides the rows from now on
+                campaign = s.get(Campaign, campaign_id)
+                insert_recipients(s, campaign, parse_filters(campaign.filter), now())
+                campaign.dispatched_at = now()
     assert {r[HEADER.index("Delivery status")] for r in rows} <= {"pending", "skipped"}
