@@ -112,7 +112,8 @@ def main() -> int:
             seconds = load_contacts(app, n, Path(tmp), contact_line, bundle)
         log(f"{n} contacts loaded in {seconds:.1f} s")
         with app.sessions.begin() as session:
-            campaign_id = campaign_service.create(session, payload() | {"execute_now": False, "send_at": "2099-01-01 00:00:00"}, 1).id
+            draft = payload() | {"execute_now": False, "send_at": "2099-01-01 00:00:00"}
+            campaign_id = campaign_service.create(session, draft, 1).id
         batches: list = []
         started = time.perf_counter()
         fanout.dispatch(app, campaign_id, batches.extend)

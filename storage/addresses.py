@@ -17,7 +17,8 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"[A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9]"
 # One pattern for Python and PostgreSQL's regex dialect (set-based skips in SQL): only syntax both
-# read alike (PostgreSQL runs EMAIL_LOOSE_PG, below, made from it). The lengths (254 in all, 64 before the @) are checked beside it, not by lookaheads:
+# read alike (PostgreSQL runs EMAIL_LOOSE_PG, below, made from it). The lengths (254 in all, 64
+# before the @) are checked beside it, not by lookaheads:
 # PostgreSQL's regex engine runs a pattern with lookaheads about 40 times slower (1.1 s against
 # 0.03 s for 20,000 addresses), and fan-out evaluates it for every selected contact.
 EMAIL_PG = rf"^{_ATOM}(\.{_ATOM})*@({_LABEL}\.)+{_TLD}$"

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Integer
 
-from storage.addresses import EMAIL_LOOSE_PG, LONG_LABEL_MIN_LENGTH, LONG_LABEL_PG, MAX_LENGTH, MAX_LOCAL, is_email
+from storage.addresses import (EMAIL_LOOSE_PG, LONG_LABEL_MIN_LENGTH, LONG_LABEL_PG, MAX_LENGTH, MAX_LOCAL,
+                               is_email)
 from storage.db import is_postgres
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
@@ -39,7 +40,8 @@ def _valid_email_pg(element, compiler, **kw):
     column = compiler.process(arg, **kw)
     # the lengths first (cheap), as storage.addresses.is_email checks them; then the pattern without
     # its counted repetitions, and the label length only where an address is long enough to break it
-    pattern, long_label = compiler.process(literal(EMAIL_LOOSE_PG), **kw), compiler.process(literal(LONG_LABEL_PG), **kw)
+    pattern = compiler.process(literal(EMAIL_LOOSE_PG), **kw)
+    long_label = compiler.process(literal(LONG_LABEL_PG), **kw)
     return (f"(char_length({column}) <= {MAX_LENGTH} AND strpos({column}, '@') BETWEEN 2 AND {MAX_LOCAL + 1}"
             f" AND {column} ~ {pattern} AND (char_length({column}) < {LONG_LABEL_MIN_LENGTH}"
             f" OR split_part({column}, '@', 2) !~ {long_label}))")
@@ -118,8 +120,8 @@ def insert_recipients(session: Session, campaign: Campaign, tree: FilterTree, no
         counts = dict(session.execute(select(inserted.c.status, func.count()).group_by(inserted.c.status)).all())
     else:  # SQLite has no INSERT in a WITH
         session.execute(insert_rows)
-        counts = dict(session.execute(select(Recipient.status, func.count()).where(Recipient.campaign_id == campaign.id)
-                                      .group_by(Recipient.status)).all())
+        counts = dict(session.execute(select(Recipient.status, func.count())
+                                      .where(Recipient.campaign_id == campaign.id).group_by(Recipient.status)).all())
     # The ends of the pending ids: from the (campaign, id) index, a few rows read at each end.
     first, last = session.execute(select(func.min(Recipient.id), func.max(Recipient.id)).where(
         Recipient.campaign_id == campaign.id, Recipient.status == R.PENDING)).one()
@@ -285,7 +287,8 @@ def open_rows(session: Session, campaign_id: str) -> int:
 
 
 __all__ = [
-    "Batch", "Claimed", "Inserted", "claim", "finish", "touch_progress", "has_rows", "insert_recipients", "open_batches", "open_rows",
+    "Batch", "Claimed", "Inserted", "claim", "finish", "touch_progress", "has_rows", "insert_recipients",
+    "open_batches", "open_rows",
     "release", "release_stale", "renew", "skip_pending", "skip_reason", "skip_reason_of", "valid_email",
 ]
 

@@ -5,7 +5,8 @@ on PostgreSQL it is one statement (one UPDATE of the ledger rows with each row's
 for those sent, the archived content, then the status read) sent on a connection in autocommit
 mode, so a write is one network round trip, planned once (psycopg prepares it after a few runs),
 with no SQL built or compiled per write, and the arrays sent in binary (``%b``: no per-element
-quoting of the archived contents, which are compressed bytes: storage.archive). SQLite (embedded, no network) runs the same writes as
+quoting of the archived contents, which are compressed bytes: storage.archive). SQLite
+(embedded, no network) runs the same writes as
 separate statements in the caller's transaction.
 """
 

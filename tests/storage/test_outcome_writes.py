@@ -33,7 +33,8 @@ def test_each_kind_of_outcome_lands_on_its_row_and_the_sent_content_is_archived(
         rows = claim(s, batch, now())
     a, b, c, d, e, _ = rows
     statuses = _write(engine, OutcomeRows(
-        archive={a.id: Packer(None).pack("<p>Hello Søren</p>"), e.id: Packer(b"<p>Hello </p>").pack("<p>Hello Zoë</p>")},
+        archive={a.id: Packer(None).pack("<p>Hello Søren</p>"),
+                 e.id: Packer(b"<p>Hello </p>").pack("<p>Hello Zoë</p>")},
         final=[(a.id, "sent", None, "letters/part-1.pdf"), (b.id, "failed", "550 no such user", None),
                (c.id, "skipped", "no_consent", None), (e.id, "sent", None, None)],
         again=[(d.id, "451 try later")],

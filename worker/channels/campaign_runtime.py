@@ -29,6 +29,15 @@ if TYPE_CHECKING:  # dkimpy (and dnspython) load only when DKIM_KEYS_DIR is set:
     from renderers.dkim import DkimSigner
 
 
+SAMPLE_CONTACT_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def sample_contact(email: str | None = None) -> Contact:
+    """A contact with no data (no names, no fields, no consent given or refused): what test emails,
+    previews without recipients and the archive's dictionary render for."""
+    return Contact(id=SAMPLE_CONTACT_ID, b2c=True, email=email, custom_fields={}, consent={})
+
+
 @dataclass(frozen=True)
 class Email:
     """One recipient's email, ready for SMTP."""
@@ -108,7 +117,7 @@ class CampaignRuntime:
         if self.compiled is None:
             return None
         try:
-            return self.render(Contact(id="", custom_fields={}), None).html
+            return self.render(sample_contact(), None).html
         except RenderError:
             return None
 

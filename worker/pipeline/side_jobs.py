@@ -24,13 +24,10 @@ from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
 from storage.validation import check_campaign
 from worker.pipeline.app import App
-from worker.channels.campaign_runtime import build_runtime
+from worker.channels.campaign_runtime import build_runtime, sample_contact
 from worker.pipeline.campaign_service import template_errors
 
 log = structlog.get_logger()
-
-SAMPLE_CONTACT_ID = "00000000-0000-0000-0000-000000000000"
-
 
 def campaign_from_payload(session: Session, payload: Any, user_id: int | None = None) -> Campaign:
     """An unsaved campaign from a create payload, validated for rendering (send_at and task are not
@@ -51,10 +48,6 @@ def campaign_from_payload(session: Session, payload: Any, user_id: int | None = 
                     template_id=data.template.id if data.template else None, status=CampaignStatus.DRAFT)
 
 
-def _sample_contact(email: str | None = None) -> Contact:
-    return Contact(id=SAMPLE_CONTACT_ID, b2c=True, email=email, custom_fields={}, consent={})
-
-
 def send_test_email(app: App, email: str, *, campaign_id: str | None = None, payload: dict | None = None,
                     user_id: int | None = None) -> None:
     """Render the campaign for an empty sample contact and send it to ``email``, subject ``[TEST] …``."""
@@ -63,7 +56,7 @@ def send_test_email(app: App, email: str, *, campaign_id: str | None = None, pay
         if campaign.type != "email":
             raise ValidationFailed({"type": ["A test email needs an email campaign."]})
         runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix, app.dkim)
-    message = runtime.email(_sample_contact(email), None, to=email, subject_prefix="[TEST] ")
+    message = runtime.email(sample_contact(email), None, to=email, subject_prefix="[TEST] ")
     app.smtp.send(message.envelope_from, [message.rcpt], message.data)
     log.info("test_email.sent", campaign_id=campaign.id, to=email)
 
@@ -113,7 +106,7 @@ def _store_preview(app: App, session: Session, campaign: Campaign) -> dict[str, 
     else:
         runtime = build_runtime(session, campaign, app.settings.campaign_domain_suffix)
         user = session.get(User, contact.user_id) if contact is not None and contact.user_id else None
-        rendered = runtime.render(contact or _sample_contact(), user)
+        rendered = runtime.render(contact or sample_contact(), user)
         if campaign.type == "letter":  # a letter previews as the PDF it will be
             body, extension, content_type = render_pdf(rendered.html), "pdf", "application/pdf"
         else:

@@ -33,11 +33,10 @@ _recipients = sa.table('recipients', sa.column('id', sa.BigInteger), sa.column('
 _campaigns = sa.table('campaigns', sa.column('id', sa.String), sa.column('archive_dictionary', sa.LargeBinary))
 
 
-def _messages_table() -> sa.TableClause:
-    return sa.table('campaign_messages', sa.column('id', sa.BigInteger), sa.column('campaign_id', sa.String),
-                    sa.column('contact_id', sa.String), sa.column('content', sa.Text),
-                    sa.column('created_at', sa.DateTime(timezone=True)),
-                    sa.column('updated_at', sa.DateTime(timezone=True)))
+_messages = sa.table('campaign_messages', sa.column('id', sa.BigInteger), sa.column('campaign_id', sa.String),
+                     sa.column('contact_id', sa.String), sa.column('content', sa.Text),
+                     sa.column('created_at', sa.DateTime(timezone=True)),
+                     sa.column('updated_at', sa.DateTime(timezone=True)))
 
 
 def upgrade() -> None:
@@ -47,7 +46,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('archive_dictionary', sa.LargeBinary(), nullable=True))
 
     conn = op.get_bind()
-    messages = _messages_table()
+    messages = _messages
     orphans = conn.execute(sa.select(sa.func.count()).select_from(messages).where(~sa.exists().where(
         _recipients.c.campaign_id == messages.c.campaign_id,
         _recipients.c.contact_id == messages.c.contact_id))).scalar()
@@ -83,7 +82,7 @@ def downgrade() -> None:
     sa.UniqueConstraint('campaign_id', 'contact_id', name='uq_messages_campaign_contact')
     )
     conn = op.get_bind()
-    messages = _messages_table()
+    messages = _messages
     dictionaries: dict[str, bytes | None] = {}
     last = 0
     while True:
