@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -388,12 +388,13 @@ def ensure_smtp_sink() -> str:
 
 class Sink:
     """smtp-sink on 127.0.0.1: accepts and discards. ``-c`` prints running counters, which it
-    flushes only to a terminal: it writes to a pty that a thread reads."""
+    flushes only to a terminal: it writes to a pty that a thread reads. ``options``: more of
+    smtp-sink's (``-P``: no PIPELINING)."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, options: Sequence[str] = ()) -> None:
         self.port = free_port()
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        self.cmd = [binary, "-c", "-a", *user, "-m", "512", f"127.0.0.1:{self.port}", "1000"]
+        self.cmd = [binary, "-c", "-a", *user, *options, "-m", "512", f"127.0.0.1:{self.port}", "1000"]
         master, slave = os.openpty()
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
         os.close(slave)

@@ -63,9 +63,10 @@ class SmtpTestServer:
     """aiosmtpd on 127.0.0.1, a free port, in this process. Optional AUTH with `credentials`."""
 
     def __init__(self, credentials: tuple[str, str] | None = None, host: str = "127.0.0.1",
-                 size_limit: int | None = None) -> None:
+                 size_limit: int | None = None, pipelining: bool = False) -> None:
         self.host, self.port = host, 0
         self.credentials = credentials
+        self.pipelining = pipelining  # offer PIPELINING (aiosmtpd does not, but reads commands in turn)
         self.size_limit = size_limit  # advertised as SIZE; a larger MAIL ... SIZE= is refused with 552
         self.messages: list[Received] = []
         self.connections = 0
@@ -109,6 +110,13 @@ class SmtpTestServer:
             return [m for m in self.messages if recipient in m.rcpt_tos]
 
     # -- aiosmtpd handler hooks ----------------------------------------------------------------
+
+    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.pipelining:
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -215,15 +223,17 @@ class RawSmtpServer:
     closes the connection `close_after` seconds later, as RFC 5321 3.8 says, the session going on
     until then. Counts connections, records the commands and the messages it accepts.
 
-    With `auth=True` it offers AUTH PLAIN LOGIN and refuses every login (535) unless told otherwise.
+    With `auth=True` it offers AUTH PLAIN LOGIN and refuses every login (535) unless told otherwise;
+    it offers PIPELINING unless `pipelining=False`.
     """
 
     COMMANDS = ("GREETING", "EHLO", "HELO", "AUTH", "MAIL", "RCPT", "DATA", "END", "RSET", "NOOP")
 
     def __init__(self, *, auth: bool = False, close_after: float = 0.02, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, pipelining: bool = True) -> None:
         self.host, self.port = host, port
         self.auth, self.close_after = auth, close_after
+        self.pipelining = pipelining
         self.connections = 0
         self.commands: list[str] = []
         self.messages: list[Received] = []
@@ -271,37 +281,43 @@ class RawSmtpServer:
         try:
             if not say(self._reply_for("GREETING", "220 raw.test ESMTP")):
                 return
-            mail_from, rcpts = "", []
+            mail_from, rcpts, mailing = "", [], False
             while line := await reader.readline():
                 command, _, arg = line.decode("utf-8", "replace").strip().partition(" ")
                 command = command.upper()
                 if command == "EHLO":
                     say(self._reply_for("EHLO", "\r\n".join(
                         ["250-raw.test", "250-8BITMIME", "250-SMTPUTF8"]
-                        + (["250-AUTH PLAIN LOGIN"] if self.auth else []) + ["250 PIPELINING"])))
+                        + (["250-AUTH PLAIN LOGIN"] if self.auth else [])
+                        + (["250-PIPELINING"] if self.pipelining else []) + ["250 HELP"])))
                 elif command == "HELO":
                     say(self._reply_for("HELO", "250 raw.test"))
                 elif command == "AUTH":
                     say(self._reply_for("AUTH", "535 5.7.8 Authentication credentials invalid"))
                 elif command == "MAIL":
                     if say(self._reply_for("MAIL", "250 OK")):
-                        mail_from, rcpts = address(arg), []
+                        mail_from, rcpts, mailing = address(arg), [], True
                 elif command == "RCPT":
-                    if say(self._reply_for("RCPT", "250 OK")):
+                    # As Postfix: no RCPT before a MAIL was accepted, no DATA without a recipient
+                    # (what a pipelining client meets after a refused MAIL or RCPT).
+                    if say(self._reply_for("RCPT", "250 OK" if mailing else "503 5.5.1 Error: need MAIL command")):
                         rcpts.append(address(arg))
                 elif command == "DATA":
-                    if not say(self._reply_for("DATA", "354 End data with <CR><LF>.<CR><LF>")):
+                    if not say(self._reply_for("DATA", "354 End data with <CR><LF>.<CR><LF>" if rcpts
+                                               else "554 5.5.1 Error: no valid recipients")):
                         continue
                     data = b""
                     while (chunk := await reader.readline()) not in (b".\r\n", b""):
                         data += chunk[1:] if chunk.startswith(b".") else chunk
+                    if not chunk:  # the client hung up before the end of the data: no message
+                        break
                     if say(self._reply_for("END", "250 OK queued")):
                         with self._lock:
                             self.messages.append(Received(mail_from, tuple(rcpts), data))
-                    mail_from, rcpts = "", []
+                    mail_from, rcpts, mailing = "", [], False
                 elif command == "RSET":
                     say(self._reply_for("RSET", "250 OK"))
-                    mail_from, rcpts = "", []
+                    mail_from, rcpts, mailing = "", [], False
                 elif command == "NOOP":
                     say(self._reply_for("NOOP", "250 OK"))
                 elif command == "QUIT":

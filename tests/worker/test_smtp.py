@@ -1,4 +1,5 @@
-"""SMTP delivery against a real aiosmtpd server: reuse, explicit envelopes, retry and errors."""
+"""SMTP delivery against a real aiosmtpd server, with and without PIPELINING: reuse, explicit envelopes,
+retry and errors."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def outgoing(rcpt: str, subject: str = "Hello") -> OutgoingMail:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelining"])
+def smtp_server(request):
+    """Every test here runs against a relay without PIPELINING (commands one at a time, as aiosmtpd
+    offers) and one with it (MAIL, RCPT and DATA in one write)."""
+    with SmtpTestServer(pipelining=request.param) as server:
+        yield server
 
 
 # -- SMTP_URL ----------------------------------------------------------------------------------

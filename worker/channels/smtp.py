@@ -2,14 +2,14 @@
 
 Reusing connections and keeping several in flight is what makes sending fast (DESIGN.md costs:
 one reused connection ~1,361 msg/s, ten ~2,564 msg/s, a new connection per message ~706 msg/s).
-The URL is parsed in ``smtp_config``; outcomes and error classification are in ``smtp_outcomes``.
+The URL is parsed in ``smtp_config``; outcomes and error classification are in ``smtp_outcomes``;
+each connection's mail transactions (pipelined where the relay offers it) are ``smtp_channel``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import ssl
 import threading
@@ -19,6 +19,7 @@ from typing import Any
 
 import aiosmtplib
 
+from worker.channels.smtp_channel import MailChannel
 from worker.channels.smtp_config import SmtpConfig
 from worker.channels.smtp_outcomes import (
     CampaignWideSmtpError,
@@ -41,68 +42,10 @@ __all__ = [
 ]
 
 
-# What may never stand in an envelope address on a command line: controls, space, DEL, < and >.
-_UNSAFE_MAILBOX = re.compile("[\x00-\x20\x7f<>]")
-
-
-class _Smtp(aiosmtplib.SMTP):
-    """aiosmtplib.SMTP with a leaner mail transaction for bare addresses (``transact``), and
-    remembering whether the RSET after a failed transaction failed (after which the session's
-    state is unknown)."""
-
-    rset_failed = False
-
-    async def rset(self, *args: Any, **kwargs: Any) -> aiosmtplib.SMTPResponse:
-        try:
-            return await super().rset(*args, **kwargs)
-        except BaseException:
-            self.rset_failed = True
-            raise
-
-    async def transact(self, sender: str, recipients: list[str], message: bytes,
-                       options: list[str]) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
-        """``sendmail`` for bare ``local@domain`` addresses: the same commands, outcomes and
-        exceptions (RSET after a refused step, SMTPRecipientsRefused when every recipient is
-        refused), without sendmail's four ``email.utils.parseaddr`` calls a message and, for a
-        message already in CRLF form, without its extra line-ending pass to size it. Falls back to
-        ``sendmail`` for anything else (a display name, a lone LF). Those were ~6% of a worker's CPU
-        per email."""
-        mailboxes = [sender, *recipients]
-        if any(_UNSAFE_MAILBOX.search(m) or m.count("@") != 1 for m in mailboxes) \
-                or message.count(b"\n") != message.count(b"\r\n") or not message.endswith(b"\r\n"):
-            return await self.sendmail(sender, recipients, message, mail_options=options)
-        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        if encoding == "utf-8" and not self.supports_extension("smtputf8"):
-            raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
-        if self.supports_extension("size"):  # RFC 1870: octets as sent, CRLFs included
-            options = [f"size={len(message)}", *options]
-        extra = [option.encode("ascii") for option in options]
-        try:
-            reply = await self.execute_command(b"MAIL", b"FROM:<" + sender.encode(encoding) + b">", *extra)
-            if reply.code != aiosmtplib.SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-            refused: dict[str, aiosmtplib.SMTPResponse] = {}
-            for rcpt in recipients:
-                reply = await self.execute_command(b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">")
-                if reply.code not in (aiosmtplib.SMTPStatus.completed, aiosmtplib.SMTPStatus.will_forward):
-                    refused[rcpt] = reply
-            if len(refused) == len(recipients):
-                raise aiosmtplib.SMTPRecipientsRefused([
-                    aiosmtplib.SMTPRecipientRefused(r.code, r.message, rcpt) for rcpt, r in refused.items()])
-            reply = await self.data(message)
-        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            try:  # as sendmail does: reset the envelope for the next message, then raise
-                await self.rset()
-            except (ConnectionError, aiosmtplib.SMTPResponseException):
-                pass
-            raise
-        return refused, reply.message
-
-
 class _Connection:
     __slots__ = ("smtp", "sent", "last_used")
 
-    def __init__(self, smtp: _Smtp) -> None:
+    def __init__(self, smtp: MailChannel) -> None:
         self.smtp, self.sent, self.last_used = smtp, 0, time.monotonic()
 
 
@@ -285,7 +228,7 @@ class SmtpPool:
 
     async def _connect(self) -> _Connection:
         cfg = self.config
-        smtp = _Smtp(
+        smtp = aiosmtplib.SMTP(
             hostname=cfg.host, port=cfg.port, username=cfg.username, password=cfg.password,
             use_tls=cfg.use_tls, start_tls=cfg.start_tls, tls_context=self._tls,
             timeout=cfg.timeout, local_hostname=self._local_hostname,
@@ -295,6 +238,7 @@ class SmtpPool:
             await smtp.connect()
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()
+            channel = MailChannel(smtp, timeout=cfg.timeout)
         except BaseException as exc:
             smtp.close()
             error = _connect_error(exc, cfg)
@@ -302,7 +246,7 @@ class SmtpPool:
                 raise
             raise error from exc
         self._open += 1
-        return _Connection(smtp)
+        return _Connection(channel)
 
     def _checkin(self, conn: _Connection, *, keep: bool) -> None:
         conn.last_used = time.monotonic()
@@ -340,7 +284,7 @@ class SmtpPool:
             conn.smtp.close()
 
     @staticmethod
-    def _mail_options(smtp: aiosmtplib.SMTP, sender: str, rcpts: list[str], message: bytes) -> list[str]:
+    def _mail_options(smtp: MailChannel, sender: str, rcpts: list[str], message: bytes) -> list[str]:
         options = []
         if not (sender.isascii() and all(r.isascii() for r in rcpts)):
             options.append("SMTPUTF8")
