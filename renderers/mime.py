@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -333,9 +334,21 @@ def build_email(
 
 
 def stable_message_id(campaign_id: str, contact_id: str, domain: str) -> str:
-    """The Message-ID of a (campaign, contact) pair: the same on every attempt, unique per pair."""
+    """The Message-ID of a (campaign, contact) pair: the same on every attempt, unique per pair.
+
+    Its local part is ``uuid5(namespace, f"{campaign_id}\\x00{contact_id}").hex``, computed here
+    from SHA-1 directly: the same 32 digits without building a ``uuid.UUID`` (a third of the cost).
+    """
+    digest = bytearray(hashlib.sha1(_MESSAGE_ID_NAMESPACE.bytes + f"{campaign_id}\x00{contact_id}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return f"<{digest[:16].hex()}@{_message_id_domain(domain)}>"
+
+
+@functools.lru_cache(maxsize=64)
+def _message_id_domain(domain: str) -> str:
+    """``domain`` lowercased, checked once per domain (a campaign sends from one)."""
     domain = domain.strip().lower()
     if not _DOMAIN.match(domain):
         raise InvalidAddress(f"{domain!r} is not a domain name for a Message-ID")
-    key = uuid.uuid5(_MESSAGE_ID_NAMESPACE, f"{campaign_id}\x00{contact_id}")
-    return f"<{key.hex}@{domain}>"
+    return domain
