@@ -139,8 +139,8 @@ def _closed(label: str, source: Mapping[str, Any] | None, fields: Iterable[str])
 
 def build_context(
     contact: Mapping[str, Any],
-    campaign: Mapping[str, Any],
-    sender: Mapping[str, Any] | None,
+    campaign: Mapping[str, Any] | Record,
+    sender: Mapping[str, Any] | Record | None,
     unsubscribe_url: str | None,
     *,
     fixed_field_names: Iterable[str] = (),
@@ -150,9 +150,10 @@ def build_context(
     ``contact`` carries ``id``, ``b2c``, ``fixed_fields`` ({name: value}, or the seed's list),
     ``custom_fields`` ({name: value}), ``account`` and ``user`` (dicts or None), ``team_id``,
     ``status``, ``created_at``. ``fixed_field_names`` (the catalogue) makes every fixed field a
-    known name even when this contact has no value for it.
+    known name even when this contact has no value for it. ``campaign``, ``sender`` and the
+    contact's ``user`` may also be records made by ``records_of`` (shared by many recipients).
     """
-    fixed = {name: None for name in fixed_field_names}
+    fixed = dict.fromkeys(fixed_field_names)
     fixed.update(_pairs(contact.get("fixed_fields")))
     values: dict[str, Any] = dict(fixed)
     values.update({name: _plain(contact.get(name)) for name in CONTACT_FIELDS})
@@ -161,13 +162,24 @@ def build_context(
         "contact.custom_fields", _pairs(contact.get("custom_fields")), is_open=True
     )
     values["account"] = _closed("contact.account", contact.get("account"), ACCOUNT_FIELDS)
-    values["user"] = _closed("contact.user", contact.get("user"), USER_FIELDS)
+    values["user"] = records_of("contact.user", contact.get("user"))
     return {
         "contact": Record("contact", values),
-        "campaign": _closed("campaign", campaign, CAMPAIGN_FIELDS),
-        "sender": _closed("sender", sender, USER_FIELDS),
+        "campaign": records_of("campaign", campaign),
+        "sender": records_of("sender", sender),
         "unsubscribe_url": unsubscribe_url or MISSING,
     }
+
+
+_FIELDS_OF = {"campaign": CAMPAIGN_FIELDS, "sender": USER_FIELDS, "contact.user": USER_FIELDS}
+
+
+def records_of(label: str, source: Mapping[str, Any] | Record | None) -> Record:
+    """The read-only record a template sees as ``campaign``, ``sender`` or ``contact.user``, from
+    its dict; a Record is already one (made once for many recipients) and is returned as it is."""
+    if isinstance(source, Record):
+        return source
+    return _closed(label, source, _FIELDS_OF[label])
 
 
 def sample_context(fixed_fields: Iterable[str], *, is_wrapper: bool) -> dict[str, Any]:

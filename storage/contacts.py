@@ -283,7 +283,7 @@ def _consent(obj: Any, where: str, errors: dict[str, list[str]]) -> dict[str, An
     return row
 
 
-def contact_for_templates(contact: Contact, user: dict[str, Any] | None) -> dict[str, Any]:
+def contact_for_templates(contact: Contact, user: Any) -> dict[str, Any]:
     """What a template reads of a contact, in the seed's names: ``contact_to_seed`` without what no
     template can reach (the fixed fields' catalogue entries, consent, social profile), fixed fields
     as ``{name: value}``. Built for every recipient, so lean; ``user`` is ``user_to_seed``'s dict."""

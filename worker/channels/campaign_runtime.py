@@ -7,11 +7,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from functools import cached_property
+from urllib.parse import quote_plus, urlencode
 
 from sqlalchemy.orm import Session
 
-from renderers.context import build_context
+from renderers.context import Record, build_context, records_of
 from renderers.errors import RenderError
 from renderers.mime import EmailFrame, stable_message_id
 from renderers.templating import CompiledCampaign, Rendered, compile_campaign
@@ -65,11 +66,11 @@ class CampaignRuntime:
     dkim: DkimSigner | None = field(default=None, compare=False, repr=False)
     # Compresses what is archived with the dictionary the campaign got when it fanned out.
     archive: Packer = field(default_factory=lambda: Packer(None), compare=False, repr=False)
-    # id(User) -> (that User, its seed dict): a batch's contacts share a few users, loaded once per
+    # id(User) -> (that User, its record for templates): a batch's contacts share a few users, loaded once per
     # batch (one object per user in the batch's session), so each is serialised once per batch
     # instead of once per recipient. Keyed by the object, not the user id: a new batch reads the
     # user afresh, so a change to the user shows in the next batch.
-    _users: dict[int, tuple[User, dict[str, Any]]] = field(default_factory=dict, compare=False, repr=False)
+    _users: dict[int, tuple[User, Record]] = field(default_factory=dict, compare=False, repr=False)
 
     def recheck(self, contact: Contact | None) -> str | None:
         """Why this contact must be skipped now (it changed since fan-out), or None."""
@@ -80,26 +81,39 @@ class CampaignRuntime:
         return skip_reason_of(self.campaign_type, contact)
 
     def unsubscribe_for(self, contact_id: str) -> str | None:
-        """The settings' unsubscribe URL, naming the contact and campaign so one click is enough."""
+        """The settings' unsubscribe URL, naming the contact and campaign so one click is enough
+        (``?contact=...&campaign=...``, form-encoded)."""
         if not self.unsubscribe_url:
             return None
-        joiner = "&" if "?" in self.unsubscribe_url else "?"
-        return f"{self.unsubscribe_url}{joiner}{urlencode({'contact': contact_id, 'campaign': self.campaign_id})}"
+        head, tail = self._unsubscribe_parts
+        return f"{head}{quote_plus(contact_id)}{tail}"
+
+    @cached_property
+    def _unsubscribe_parts(self) -> tuple[str, str]:
+        """What every recipient's unsubscribe URL has before and after the contact's id."""
+        joiner = "&" if "?" in (self.unsubscribe_url or "") else "?"
+        return f"{self.unsubscribe_url}{joiner}contact=", f"&{urlencode({'campaign': self.campaign_id})}"
+
+    @cached_property
+    def _shared_context(self) -> tuple[Record, Record]:
+        """The campaign's and the sender's records: the same for every recipient, made once."""
+        return (records_of("campaign", {"id": self.campaign_id, "name": self.campaign_name}),
+                records_of("sender", self.owner))
 
     def context(self, contact: Contact, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
         """The template context for one contact (CONTRACT section 4)."""
-        return build_context(
-            contact_for_templates(contact, self._user(user)), {"id": self.campaign_id, "name": self.campaign_name},
-            self.owner, unsubscribe_url, fixed_field_names=FIXED_FIELD_NAMES)
+        campaign, sender = self._shared_context
+        return build_context(contact_for_templates(contact, self._user(user)), campaign, sender, unsubscribe_url,
+                             fixed_field_names=FIXED_FIELD_NAMES)
 
-    def _user(self, user: User | None) -> dict[str, Any] | None:
+    def _user(self, user: User | None) -> Record | None:
         if user is None:
             return None
         known = self._users.get(id(user))
         if known is None or known[0] is not user:
             if len(self._users) >= 256:  # forget earlier batches' users rather than grow without bound
                 self._users.clear()
-            known = self._users[id(user)] = (user, user_to_seed(user))
+            known = self._users[id(user)] = (user, records_of("contact.user", user_to_seed(user)))
         return known[1]
 
     def render(self, contact: Contact, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
