@@ -36,9 +36,8 @@ import time
 import traceback
 import types
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape as html_escape
-from html import unescape
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, nodes
@@ -49,6 +48,7 @@ from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 from renderers.errors import HeaderInjection, RenderError
+from renderers.plain_text import TextShapes, html_to_text
 
 MiB = 1024 * 1024
 DEFAULT_MAX_OUTPUT = 2 * MiB  # characters per rendered part; also the largest value a template may build
@@ -538,6 +538,18 @@ def render_template(
     A rule or limit broken is a SandboxRefusal; any other failure (the template and this
     recipient's data) a RenderError, with the part and line.
     """
+    return "".join(render_chunks(template, context, max_output=max_output, max_seconds=max_seconds))
+
+
+def render_chunks(
+    template: Template,
+    context: Mapping[str, Any],
+    *,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    max_seconds: float = MAX_RENDER_SECONDS,
+) -> list[str]:
+    """``render_template``'s output as the pieces the template yielded: its own text (the very
+    strings its code holds) and the values it printed, in order."""
     part = template.filename or "template"
     parts: list[str] = []
     size = 0
@@ -559,7 +571,21 @@ def render_template(
                           f"{part}: {_describe(exc)}") from exc
     finally:
         _BUDGET.reset(token)
-    return "".join(parts)
+    return parts
+
+
+def template_constants(template: Template) -> list[str]:
+    """The strings a compiled template's code holds (its own text among them), nested code too."""
+    found: list[str] = []
+    codes = [template.root_render_func.__code__, *(block.__code__ for block in template.blocks.values())]
+    while codes:
+        code = codes.pop()
+        for constant in code.co_consts:
+            if isinstance(constant, str):
+                found.append(constant)
+            elif isinstance(constant, types.CodeType):
+                codes.append(constant)
+    return found
 
 
 def subject_problem(subject: str) -> str | None:
@@ -623,6 +649,8 @@ class CompiledCampaign:
     content: Template
     wrapper: Template | None
     max_output: int = DEFAULT_MAX_OUTPUT
+    # The text alternatives of the content and wrapper's renderings, by shape (renderers.plain_text).
+    texts: TextShapes = field(default_factory=lambda: TextShapes(()), compare=False, repr=False)
 
     def render(self, context: Mapping[str, Any], *, footer: bool = True, text: bool = True) -> Rendered:
         """Render for one recipient; ``context`` comes from ``renderers.context.build_context``.
@@ -637,11 +665,22 @@ class CompiledCampaign:
             problem = subject_problem(subject)
             if problem:
                 raise HeaderInjection(f"{SUBJECT}: {problem}")
-        html = render_template(self.content, context, max_output=self.max_output)
+        chunks = render_chunks(self.content, context, max_output=self.max_output)
+        html = "".join(chunks)
         if self.wrapper is not None:
             wrapped = {**context, "content": Markup(html)}
-            html = render_template(self.wrapper, wrapped, max_output=self.max_output)
-        plain = html_to_text(html) if text else ""
+            outer = render_chunks(self.wrapper, wrapped, max_output=self.max_output)
+            # The content printed by the wrapper stands for the content's own chunks: the wrapper's
+            # text and the content's, with the values in between, make one shape.
+            flat: list[str] = []
+            for chunk in outer:
+                if len(chunk) == len(html) and chunk == html:
+                    flat.extend(chunks)
+                else:
+                    flat.append(chunk)
+            chunks = flat
+            html = "".join(outer)
+        plain = self.texts.text(chunks) if text else ""
         url = context.get("unsubscribe_url")
         if footer and isinstance(url, str) and url:
             html, plain = add_unsubscribe_footer(html, plain, url)
@@ -661,11 +700,17 @@ def compile_campaign(
     Cached on the sources, so a process compiles each campaign once. Raises RenderError naming
     the part and line of a syntax error.
     """
+    compiled_content = compile_template(content, part=CONTENT)
+    compiled_wrapper = None if wrapper is None else compile_template(wrapper, part=WRAPPER)
+    constants = template_constants(compiled_content)
+    if compiled_wrapper is not None:
+        constants += template_constants(compiled_wrapper)
     return CompiledCampaign(
         subject=None if subject is None else compile_template(subject, part=SUBJECT, html=False),
-        content=compile_template(content, part=CONTENT),
-        wrapper=None if wrapper is None else compile_template(wrapper, part=WRAPPER),
+        content=compiled_content,
+        wrapper=compiled_wrapper,
         max_output=max_output,
+        texts=TextShapes(constants),
     )
 
 
@@ -691,103 +736,3 @@ def add_unsubscribe_footer(html: str, text: str, unsubscribe_url: str) -> tuple[
     if unsubscribe_url not in text:
         text = f"{text.rstrip()}\n\nUnsubscribe: {unsubscribe_url}\n"
     return html, text
-
-
-# html_to_text works in a few regex passes (about 3x faster than html.parser). No pattern can
-# scan past the next "<" on a failed attempt, so odd markup costs linear time, not quadratic.
-# It runs once per recipient, so each pass is kept cheap: every pattern starts with a literal
-# ("<" or " \x00") that the regex engine skips to instead of trying a match at each character,
-# and the tag pass maps names through a dict instead of calling a Python function per tag.
-_A = r"""[^<>"']*(?:(?:"[^"<]*"|'[^'<]*')[^<>"']*)*"""  # attributes; quoted values may hold ">"
-_DROP = re.compile(
-    # (?=[!shtn]): the first letters of the alternatives (case-insensitive, as they are), so that
-    # most tags fail there at once rather than after trying six names
-    rf"<(?=[!shtn])(?:!--.*?(?:-->|\Z)"
-    rf"|(script|style|head|title|noscript|template)\b{_A}>.*?(?:</\1\s*>|\Z))",
-    re.S | re.I,
-)
-_ALT = re.compile(rf"""<img\b{_A}?\salt\s*=\s*("[^"<]*"|'[^'<]*'|[^\s<>]+){_A}>""", re.I)
-_LINK = re.compile(rf"<a\b({_A})>([^<]*(?:<(?!/?a\b)[^<]*)*)</a\s*>", re.I)
-_HREF = re.compile(r"""\shref\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.I)
-# Group 1: the tag's name with its "/" if it closes; None for <!...> and <?...>.
-_TAG = re.compile(rf"<(/?[A-Za-z][^\s/<>]*){_A}>|<![^<>]*>|<\?[^<>]*>")
-# Block tags leave markers: " \x00\x01" a paragraph, " \x00" a line, " \x00\x02" a <br>. Once
-# whitespace is collapsed, a run of markers (with the spaces around them) becomes a blank line
-# when it holds a paragraph or two <br>, else one line break. Every marker starts with " \x00",
-# which the run patterns below can skip to; the space changes nothing, a run takes in its spaces.
-_PARAGRAPH, _LINE, _BR = " \x00\x01", " \x00", " \x00\x02"
-_BLOCKS = {
-    **dict.fromkeys(("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
-                     "hr", "pre", "dl"), _PARAGRAPH),
-    **dict.fromkeys(("div", "tr", "section", "article", "header", "footer", "main", "nav",
-                     "aside", "address", "dt", "dd", "figure", "figcaption", "form", "center"),
-                    _LINE),
-    "br": _BR, "td": " ", "th": " ",
-}
-# What each tag leaves in the text, by the name _TAG captures: opening and closing block tags
-# alike, "<li>" a line and a dash ("</li>" nothing), any other tag nothing.
-_TAG_MARKS = {**_BLOCKS, **{f"/{name}": mark for name, mark in _BLOCKS.items()}, "li": " \x00- "}
-
-
-class _Marks(dict[str | None, str]):
-    """_TAG_MARKS by the name as written ("TD", "/Li", None): a name not seen before is
-    lowercased, and remembered (a thousand short names at most, as templates choose them) so
-    that the next recipient's tags are all plain dict lookups."""
-
-    def __missing__(self, name: str) -> str:
-        mark = _TAG_MARKS.get(name.lower(), "")
-        if len(self) < 1000 and len(name) <= 20:
-            self[name] = mark
-        return mark
-
-
-_MARKS = _Marks({**_TAG_MARKS, None: ""})  # None: <!...> and <?...>
-# A run of markers that makes a blank line. It is tried at a run's start only (the lookbehind:
-# not after another marker), so that a long run that does not qualify is scanned once, not once
-# per marker.
-_PARAGRAPH_RUN = re.compile(
-    " \x00(?<![\x00-\x02] \x00)[\x00 ]*(?:\x01|\x02[\x00 ]*[\x01\x02])[\x00-\x02 ]*"
-)
-_LINE_RUN = re.compile(" \x00[\x00-\x02 ]*")  # any other run
-
-
-def _unquote(value: str) -> str:
-    return value[1:-1] if value[:1] in "\"'" else value
-
-
-def _link(match: re.Match[str]) -> str:
-    label = match.group(2)
-    href = _HREF.search(match.group(1))
-    if href is None:
-        return label
-    raw = _unquote(href.group(1)).strip()
-    url = unescape(raw)
-    low = url.lower()
-    if not url or url == "#" or low.startswith("javascript:"):
-        return label
-    shown = " ".join(unescape(_TAG.sub("", label)).split())
-    if shown == url or (low.startswith("mailto:") and shown == url[7:]):
-        return label
-    return f"{label} ({raw})" if shown else raw
-
-
-def _alt(match: re.Match[str]) -> str:
-    return f" {_unquote(match.group(1))} "
-
-
-def html_to_text(html: str) -> str:
-    """A plain-text alternative of an HTML body: tags stripped, entities unescaped, each link
-    kept as ``text (url)``, whitespace collapsed, blocks on their own lines."""
-    if "\x00" in html or "\x01" in html or "\x02" in html:  # the markers' characters; seldom there
-        html = re.sub("[\x00-\x02]", "", html)
-    text = _DROP.sub("", html)
-    text = _LINK.sub(_link, _ALT.sub(_alt, text))
-    parts = _TAG.split(text)  # text, tag name, text, tag name, ..., text
-    parts[1::2] = map(_MARKS.__getitem__, parts[1::2])
-    # A run of markers at the very start would only make newlines that strip() removes: drop it
-    # (it has no space before it for the run patterns to find).
-    text = " ".join(unescape("".join(parts)).split()).lstrip("\x00\x01\x02 ")
-    # The lines need no stripping and no three newlines can meet: a run takes in the spaces on
-    # both sides of it, and there is text between two runs.
-    text = _LINE_RUN.sub("\n", _PARAGRAPH_RUN.sub("\n\n", text)).strip()
-    return text + "\n" if text else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from renderers.templating import html_to_text
+from renderers.plain_text import html_to_text
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ import pytest
 
 from renderers.context import build_context, check_template
 from renderers.errors import HeaderInjection, RenderError
-from renderers.templating import add_unsubscribe_footer, compile_campaign, html_to_text
+from renderers.plain_text import html_to_text
+from renderers.templating import add_unsubscribe_footer, compile_campaign
 
 FIXED = ("salutation", "first_name", "last_name", "email", "city", "date_of_birth")
 UNSUBSCRIBE = "https://acme.example/unsubscribe?c=1&k=2"
