@@ -389,7 +389,7 @@ def ensure_smtp_sink() -> str:
 class Sink:
     """smtp-sink on 127.0.0.1: accepts and discards. ``-c`` prints running counters, which it
     flushes only to a terminal: it writes to a pty that a thread reads. ``options``: more of
-    smtp-sink's (``-P``: no PIPELINING)."""
+    smtp-sink's (``-p``: no PIPELINING)."""
 
     def __init__(self, binary: str, options: Sequence[str] = ()) -> None:
         self.port = free_port()

@@ -9,7 +9,7 @@ loop, two ways, alternating ``--runs`` times:
 - ``pool``: ``worker.channels.smtp.SmtpPool`` of C connections, N sends gathered at once (the
   pool's slots keep C on the wire), as ``SmtpSender`` runs them: the mail transaction pipelined
   (``worker.channels.smtp_channel``) when the sink offers PIPELINING, which it does.
-  ``--no-pipelining`` starts smtp-sink with ``-P`` so the pool sends one command at a time.
+  ``--no-pipelining`` starts smtp-sink with ``-p`` so the pool sends one command at a time.
 
 Prints msg/s and the process's CPU milliseconds a message for each run, the medians, and the command
 to reproduce them. Checks that the sink counted every message. Exit status 0, 1 when a count was
@@ -85,11 +85,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-pipelining", action="store_true", help="smtp-sink -P: the pool sends one command at a time")
+    parser.add_argument("--no-pipelining", action="store_true", help="smtp-sink -p: the pool sends one command at a time")
     args = parser.parse_args()
     binary = ensure_smtp_sink()  # exits 2 when it is missing and cannot be installed
     items = messages(args.messages)
-    sink = Sink(binary, ["-P"] if args.no_pipelining else [])
+    sink = Sink(binary, ["-p"] if args.no_pipelining else [])
     figures: dict[str, list[tuple[float, float]]] = {"sendmail": [], "pool": []}
     ok = True
     try:

@@ -189,6 +189,7 @@ class MailChannel(asyncio.Protocol):
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         waiter = self._waiter = self._loop.create_future()
+        self._buffer.clear()  # what came unasked since the last replies must not pair with these
         self._replies, self._wanted = [], replies
         self._transport.write(data)
         if self._timeout is not None:
