@@ -85,7 +85,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-pipelining", action="store_true", help="smtp-sink -p: the pool sends one command at a time")
+    parser.add_argument("--no-pipelining", action="store_true",
+                        help="smtp-sink -p: the pool sends one command at a time")
     args = parser.parse_args()
     binary = ensure_smtp_sink()  # exits 2 when it is missing and cannot be installed
     items = messages(args.messages)

@@ -73,7 +73,8 @@ def test_a_newsletter_is_converted_once_per_shape_and_the_same_text_comes_out():
         whole = compiled.wrapper.render({**context, "content": Markup(inner)})
         assert rendered.text == html_to_text(whole)
         texts.append(rendered.text)
-    assert texts[0] == "Hello Anna\n\nGold: 20%\n\nSee the collection (https://acme.example/s?c=c0) in Aarhus.\n\nAnna\n"
+    assert texts[0] == ("Hello Anna\n\nGold: 20%\n\nSee the collection (https://acme.example/s?c=c0) in Aarhus."
+                        "\n\nAnna\n")
     assert "Søren Bo" in texts[1] and "Silver: 10%" in texts[1]
     # Shapes for gold and silver, reused; an empty name leaves its values out: a third shape. The
     # name with an apostrophe (autoescaped: "&#39;") cannot stand in for its placeholder.
