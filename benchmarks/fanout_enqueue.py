@@ -157,8 +157,10 @@ def fanout_runs(rds: redis.Redis, contacts: int, result: dict) -> bool:
             ledger = marks["enqueue_from"] - started
             out[name] = {"seconds": round(ended - started, 2), "ledger_and_batches_s": round(ledger, 2),
                          "insert_recipients_s": round(marks["insert_recipients"], 2),
-                         "open_batches_s": round(marks["open_batches"], 2),
-                         "rest_of_ledger_part_s": round(ledger - marks["insert_recipients"] - marks["open_batches"], 2),
+                         # 0 when the batches came from the inserted ids alone (no open_batches query)
+                         "open_batches_s": round(marks.get("open_batches", 0.0), 2),
+                         "rest_of_ledger_part_s": round(ledger - marks["insert_recipients"]
+                                                        - marks.get("open_batches", 0.0), 2),
                          "enqueue_s": round(marks["enqueue_to"] - marks["enqueue_from"], 3),
                          "batches": marks["batches"], "queued": queued}
             log(f"fan-out enqueued {name}: {out[name]}")
