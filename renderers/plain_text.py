@@ -177,14 +177,17 @@ class TextShapes:
     ``constants``: the strings the template's compiled code holds, which its renderings yield as
     they are (the same objects every time); any other chunk is a value. ``text(chunks)`` returns
     exactly ``html_to_text("".join(chunks))``. Threads may share one: at worst two work out the same
-    shape at once. At most ``limit`` shapes are kept; past that, new shapes are converted whole.
+    shape at once. At most ``limit`` shapes are kept, and none more once they hold ``max_chars``
+    characters of text (a process keeps the compiled templates of many campaigns); past that, a
+    rendering of a shape not kept is converted whole.
     """
 
-    def __init__(self, constants: Iterable[str], *, limit: int = 256) -> None:
+    def __init__(self, constants: Iterable[str], *, limit: int = 64, max_chars: int = 256 * 1024) -> None:
         self._constants = [c for c in constants if isinstance(c, str)]  # kept alive: their ids stay theirs
         self._static = frozenset(map(id, self._constants))
         self._shapes: dict[tuple[str | None, ...], _Shape | object] = {}
-        self._limit = limit
+        self._limit, self._max_chars = limit, max_chars
+        self._chars = 0  # the text the kept shapes hold
         self.reused = 0  # texts made from a shape (tests and benchmarks read these)
         self.converted = 0  # texts converted whole
 
@@ -202,10 +205,12 @@ class TextShapes:
                 values.append(chunk if chunk.__class__ is str else str.__str__(chunk))
         shape_key = tuple(key)
         shape = self._shapes.get(shape_key)
-        if shape is None:
-            shape = _shape_of(shape_key)
-            if len(self._shapes) < self._limit:
-                self._shapes[shape_key] = shape
+        if shape is None and (len(self._shapes) >= self._limit or self._chars >= self._max_chars):
+            shape = _UNSAFE  # no room for another shape: working one out each time would cost more
+        elif shape is None:
+            shape = self._shapes[shape_key] = _shape_of(shape_key)
+            if isinstance(shape, _Shape):
+                self._chars += sum(len(piece) for piece in shape.pieces if isinstance(piece, str))
         if shape is not _UNSAFE:
             text = shape.fill(values)  # type: ignore[union-attr]
             if text is not None:

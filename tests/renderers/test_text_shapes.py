@@ -80,3 +80,12 @@ def test_a_newsletter_is_converted_once_per_shape_and_the_same_text_comes_out():
     # name with an apostrophe (autoescaped: "&#39;") cannot stand in for its placeholder.
     assert compiled.texts.reused == 4
     assert compiled.texts.converted == 1
+
+
+def test_past_its_limit_a_new_shape_is_converted_whole_and_the_kept_ones_still_serve():
+    shapes = TextShapes(FRAGMENTS, limit=1)
+    first, second = [0, None, 1], [4, None, 1]  # "<p>", a value, "</p>"; then "<td>" for "<p>"
+    for layout in (first, second, first, second):
+        chunks = chunks_of(layout, ["Anna"])
+        assert shapes.text(chunks) == html_to_text("".join(chunks))
+    assert (shapes.reused, shapes.converted) == (2, 2)
