@@ -70,6 +70,7 @@ class SmtpTestServer:
         self.size_limit = size_limit  # advertised as SIZE; a larger MAIL ... SIZE= is refused with 552
         self.messages: list[Received] = []
         self.connections = 0
+        self.envelopes_begun = 0  # MAIL FROM commands accepted
         self.logins: list[tuple[str, str]] = []
         self._scripts: dict[tuple[str, str], list[_Step]] = {}
         self._lock = threading.Lock()
@@ -117,6 +118,14 @@ class SmtpTestServer:
         if self.pipelining:
             responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        with self._lock:
+            self.envelopes_begun += 1
+        envelope.mail_from = address  # what aiosmtpd does itself when there is no hook
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:

@@ -331,6 +331,71 @@ def test_a_forked_worker_process_gets_its_own_loop_and_connections(smtp_server):
         "parent@example.com", "child@example.com", "parent-again@example.com"}
 
 
+# -- accepted but not yet recorded -------------------------------------------------------------
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_a_connection_sends_the_next_envelope_while_its_last_message_is_recorded_but_not_its_content(
+        smtp_server):
+    """One connection: while the first message's outcome is being recorded, the second message's
+    MAIL, RCPT and DATA go out (the relay is not left idle), but its content waits until the first is
+    recorded: never more messages accepted and unrecorded than the pool has connections."""
+    async def scenario():
+        pool = SmtpPool(SmtpConfig.from_url(smtp_server.url), size=1)
+        recording, release, order = asyncio.Event(), asyncio.Event(), []
+
+        async def slow_record(result: SendResult) -> None:
+            recording.set()
+            await release.wait()
+            order.append(result.accepted)
+
+        async def record(result: SendResult) -> None:
+            order.append(result.accepted)
+
+        first = asyncio.create_task(pool.send("bounce@acme.example", ["a@example.com"], mail("a@example.com"),
+                                              slow_record))
+        await recording.wait()
+        second = asyncio.create_task(pool.send("bounce@acme.example", ["b@example.com"], mail("b@example.com"),
+                                               record))
+        await _until(lambda: smtp_server.envelopes_begun == 2)
+        await asyncio.sleep(0.2)  # time enough for b's content, were it sent
+        assert [m.rcpt_tos for m in smtp_server.messages] == [("a@example.com",)]
+        release.set()
+        await asyncio.gather(first, second)
+        await pool.close()
+        return order
+
+    assert run(scenario()) == [("a@example.com",), ("b@example.com",)]
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("a@example.com",), ("b@example.com",)]
+    assert smtp_server.connections == 1
+
+
+def test_never_more_messages_accepted_and_unrecorded_than_the_pool_has_connections(smtp_server):
+    async def scenario():
+        pool = SmtpPool(SmtpConfig.from_url(smtp_server.url), size=3)
+        recorded, most = 0, 0
+
+        async def record(result: SendResult) -> None:
+            nonlocal recorded, most
+            most = max(most, len(smtp_server.messages) - recorded)  # accepted by the relay, not yet recorded
+            await asyncio.sleep(0.002 * (len(result.accepted[0]) % 5))
+            recorded += 1
+
+        await asyncio.gather(*(pool.send("bounce@acme.example", [f"u{i}@example.com"], mail(f"u{i}@example.com"),
+                                         record) for i in range(60)))
+        await pool.close()
+        return recorded, most
+
+    recorded, most = run(scenario())
+    assert recorded == len(smtp_server.messages) == 60
+    assert 1 <= most <= 3
+
+
 # -- the mail transaction ----------------------------------------------------------------------
 
 def test_a_message_over_the_relays_size_limit_is_refused_at_mail_from_and_a_smaller_one_is_sent():

@@ -79,7 +79,8 @@ class SmtpPool:
         self._max_messages, self._idle_check_after = max_messages_per_connection, idle_check_after
         self._local_hostname = local_hostname or socket.getfqdn()  # once, not per connection
         self._tls = ssl.create_default_context() if config.use_tls or config.start_tls else None
-        self._slots = asyncio.Semaphore(size)
+        self._slots = asyncio.Semaphore(size)  # connections lent out
+        self._unsettled = asyncio.Semaphore(size)  # messages past their 354 and not yet settled
         self._idle: list[_Connection] = []
         self._open = 0  # connections open: idle or sending
         self._quitting: set[asyncio.Task] = set()
@@ -100,43 +101,57 @@ class SmtpPool:
         """Send one message to exactly `recipients`. Raises TransientSmtpError or PermanentSmtpError
         for this message, or a CampaignWideSmtpError when no connection can be opened.
 
-        ``settle(result)``, when given, is awaited once the message was accepted, before its slot is
-        given up: the caller records the outcome there, so no more messages are accepted and not yet
-        recorded than the pool has slots (what a crash can repeat)."""
+        ``settle(result)``, when given, is awaited once the message was accepted: the caller records
+        the outcome there. Its connection goes on to the next message meanwhile, but the content of
+        a message with a ``settle`` goes out only while fewer than `size` such messages are
+        accepted or on the wire and not yet settled: that is all a crash can repeat."""
         if self._closed:
             raise RuntimeError("SmtpPool is closed")
         if not recipients:
             raise PermanentSmtpError("no recipients")
         recipients = list(recipients)
-        async with self._slots:
-            conn = await self._checkout()
-            conn.smtp.rset_failed = False
-            started = time.perf_counter()
-            try:
-                refused, reply = await conn.smtp.transact(
-                    envelope_from, recipients, message, self._mail_options(conn.smtp, envelope_from, recipients, message))
-            except BaseException as exc:
-                if isinstance(exc, Exception):  # a transaction the relay (or the network) ended; not a cancel
-                    self._send_seconds(time.perf_counter() - started)
-                # After a reply error the session is usable again if the RSET that aiosmtplib sent
-                # worked, unless the server announced its close (421): it may go on answering for a
-                # few ms, and a message sent meanwhile can be queued while its 250 is lost (a
-                # duplicate when retried). Anything else (lost connection, timeout) may not be usable.
-                keep = isinstance(exc, (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused)) \
-                    and not _closing(exc) and not conn.smtp.rset_failed
-                self._checkin(conn, keep=keep)
-                error = _classify(exc)
-                if error is None:  # cancellation, or a bug: not an SMTP outcome
-                    raise
-                raise error from exc
-            self._send_seconds(time.perf_counter() - started)
-            conn.sent += 1
-            self._checkin(conn, keep=not _closing(None, refused))
+        holding = False  # one of the `size` places of a message that may be accepted and unrecorded
+
+        async def before_content() -> None:
+            nonlocal holding
+            await self._unsettled.acquire()
+            holding = True
+
+        try:
+            async with self._slots:
+                conn = await self._checkout()
+                conn.smtp.rset_failed = False
+                started = time.perf_counter()
+                try:
+                    refused, reply = await conn.smtp.transact(
+                        envelope_from, recipients, message,
+                        self._mail_options(conn.smtp, envelope_from, recipients, message),
+                        before_content if settle is not None else None)
+                except BaseException as exc:
+                    if isinstance(exc, Exception):  # a transaction the relay (or the network) ended; not a cancel
+                        self._send_seconds(time.perf_counter() - started)
+                    # After a reply error the session is usable again if the RSET that aiosmtplib sent
+                    # worked, unless the server announced its close (421): it may go on answering for a
+                    # few ms, and a message sent meanwhile can be queued while its 250 is lost (a
+                    # duplicate when retried). Anything else (lost connection, timeout) may not be usable.
+                    keep = isinstance(exc, (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused)) \
+                        and not _closing(exc) and not conn.smtp.rset_failed
+                    self._checkin(conn, keep=keep)
+                    error = _classify(exc)
+                    if error is None:  # cancellation, or a bug: not an SMTP outcome
+                        raise
+                    raise error from exc
+                self._send_seconds(time.perf_counter() - started)
+                conn.sent += 1
+                self._checkin(conn, keep=not _closing(None, refused))
             failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
             accepted = tuple(r for r in recipients if r not in failed)
             result = SendResult(accepted=accepted, reply=_reply(250, reply), refused=failed)
             if settle is not None:
                 await settle(result)
+        finally:
+            if holding:
+                self._unsettled.release()
         return result
 
     async def probe(self) -> None:

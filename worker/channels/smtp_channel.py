@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
@@ -96,12 +97,17 @@ class MailChannel(asyncio.Protocol):
 
     # -- a mail transaction -------------------------------------------------------------------
 
-    async def transact(self, sender: str, recipients: list[str], message: bytes,
-                       options: list[str]) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    async def transact(self, sender: str, recipients: list[str], message: bytes, options: list[str],
+                       before_content: Callable[[], Awaitable[None]] | None = None,
+                       ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
         """Send ``message`` from ``sender`` to ``recipients`` (bare addresses; ``options`` such as
         ``SMTPUTF8`` and ``BODY=8BITMIME`` go on MAIL FROM). Returns the refused recipients with
         their replies and the final reply's text, as ``sendmail`` does; raises as it does, after an
-        RSET for a refused step. ``message`` may have any line endings; CRLF ones cost nothing."""
+        RSET for a refused step. ``message`` may have any line endings; CRLF ones cost nothing.
+
+        ``before_content()``, when given, is awaited once the server is ready for the content (its
+        354), just before the content goes out: from there on the message may be accepted. If it
+        raises, the content is not sent and the connection is closed (mid-DATA: nothing delivered)."""
         mailboxes = [sender, *recipients]
         if any(_UNSAFE_MAILBOX.search(m) or m.count("@") != 1 for m in mailboxes):
             raise ValueError("an envelope address must be one bare local@domain address")
@@ -150,6 +156,12 @@ class MailChannel(asyncio.Protocol):
         if error is not None:
             await self._after_refusal(replies, data)
             raise error
+        if before_content is not None:
+            try:
+                await before_content()
+            except BaseException:
+                self.close()
+                raise
         if b"\n." in message or message.startswith(b"."):  # dot-stuffing (RFC 5321 4.5.2)
             message = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
         (reply,) = await self._exchange(message + b".\r\n", 1)
