@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
 from email import policy
@@ -128,6 +129,39 @@ def test_long_lines_trailing_spaces_and_dots_survive():
     text = "a" * 300 + "   \n.\n..leading dots\nFrom the start\n=3D not decoded twice\r\nCRLF line\n"
     plain = next(parse(email(text=text)).iter_parts())
     assert lf(plain.get_content()) == text.replace("\r\n", "\n")
+
+
+def _encodings(raw: bytes) -> list[str]:
+    return [part["Content-Transfer-Encoding"] for part in parse(raw).iter_parts()]
+
+
+def test_ascii_bodies_go_as_they_are():
+    html = '<p style="margin: 0; padding: 0">' + "a=b " * 200 + "</p>  \n<p>.</p>\n.\n"
+    text = "Hello Ada,\n" + "word " * 190 + "\n"
+    raw = email(html=html, text=text)
+    plain, rich = parse(raw).iter_parts()
+    assert _encodings(raw) == ["7bit", "7bit"]
+    assert lf(plain.get_content()) == text and lf(rich.get_content()) == html
+    assert html.replace("\n", "\r\n").encode() in raw  # not one byte changed but the line ends
+
+
+def _boundary_line() -> str:
+    return "--=_" + hashlib.sha256(MID.encode()).hexdigest()[:24] + "\n"
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param("x" * 999 + "\n", id="a line over 998 octets"),
+    pytest.param("before\n{boundary}after\n", id="the message's own boundary"),
+    pytest.param("nul \x00 byte\n", id="a NUL"),
+    pytest.param("café\n", id="non-ASCII"),
+])
+def test_bodies_that_are_not_7bit_as_they_are_are_encoded(body):
+    body = body.replace("{boundary}", _boundary_line())
+    raw = email(html=body, text=body)
+    assert _encodings(raw) == ["quoted-printable", "quoted-printable"]
+    msg = parse(raw)
+    assert [lf(p.get_content()) for p in msg.iter_parts()] == [body, body]
+    assert not msg.defects
 
 
 @pytest.mark.parametrize(
