@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiosmtplib
+import uvloop
 
 from worker.channels.smtp_channel import MailChannel
 from worker.channels.smtp_config import SmtpConfig
@@ -420,8 +421,10 @@ class SmtpSender:
     def _started(self) -> tuple[asyncio.AbstractEventLoop, SmtpPool]:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
-                # After a fork the parent's loop thread does not exist here: start our own.
-                loop = asyncio.new_event_loop()
+                # After a fork the parent's loop thread does not exist here: start our own. uvloop:
+                # the loop's own work is a quarter of the pool's CPU a message with asyncio's
+                # (benchmarks/smtp_client.py: 0.099 -> 0.075 ms a message).
+                loop = uvloop.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="smtp-sender", daemon=True)
                 thread.start()
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
