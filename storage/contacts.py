@@ -14,13 +14,16 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Row, String, Table, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
 
 from storage import timefmt
+from storage.db import is_postgres
 from storage.coerce import scalar_text
 from storage.errors import ValidationFailed
 from storage.fields import CONSENT_CHANNELS, FIXED_FIELDS
-from storage.models import Contact, Team, User
+from storage.models import Contact, ContactLike, Team, User
 from storage.serialize import user_to_seed
 
 INT_MAX = 2**31 - 1  # the Integer columns are 32-bit on PostgreSQL
@@ -283,10 +286,29 @@ def _consent(obj: Any, where: str, errors: dict[str, list[str]]) -> dict[str, An
     return row
 
 
-def contact_for_templates(contact: Contact, user: Any) -> dict[str, Any]:
+_CONTACTS = Contact.__table__
+# One array parameter: an IN list of a batch's ids is 200 parameters for psycopg to convert and
+# PostgreSQL to parse on every batch (a third of loading them).
+_BY_IDS_PG = select(_CONTACTS).where(_CONTACTS.c.id == any_(bindparam("ids", type_=ARRAY(String))))
+
+
+def contacts_by_id(session: Session, ids: list[str]) -> dict[str, Row]:
+    """The contacts with these ids (those that still exist), as rows of the contacts table: they
+    have a ``Contact``'s attributes (``row.email``, ``row.custom_fields``...) and read the same for
+    filters (``storage.filter_eval``), re-checks and templates, at half the CPU of ORM objects:
+    a worker loads every recipient's contact this way, and changes none."""
+    if is_postgres(session):
+        rows = session.execute(_BY_IDS_PG, {"ids": ids})
+    else:
+        rows = session.execute(select(_CONTACTS).where(_CONTACTS.c.id.in_(ids)))
+    return {row.id: row for row in rows}
+
+
+def contact_for_templates(contact: ContactLike, user: Any) -> dict[str, Any]:
     """What a template reads of a contact, in the seed's names: ``contact_to_seed`` without what no
     template can reach (the fixed fields' catalogue entries, consent, social profile), fixed fields
-    as ``{name: value}``. Built for every recipient, so lean; ``user`` is ``user_to_seed``'s dict."""
+    as ``{name: value}``. Built for every recipient, so lean; ``user`` is ``user_to_seed``'s dict.
+    ``contact``: a Contact or a row of ``contacts_by_id``."""
     account = None
     if contact.account_id is not None or contact.account_name is not None:
         account = {"id": contact.account_id, "name": contact.account_name}

@@ -10,31 +10,31 @@ import json
 
 from storage.coerce import as_date, as_number, fold, scalar_text
 from storage.filters import Condition, Field, FilterTree, Group, Node
-from storage.models import Contact
+from storage.models import ContactLike
 from storage.timefmt import fmt
 
 
-def matches(tree: FilterTree, contact: Contact) -> bool:
+def matches(tree: FilterTree, contact: ContactLike) -> bool:
     """True when ``contact`` satisfies the filter."""
     return _group(tree, contact)
 
 
-def _node(node: Node, contact: Contact) -> bool:
+def _node(node: Node, contact: ContactLike) -> bool:
     result = _group(node, contact) if isinstance(node, Group) else _condition(node, contact)
     return not result if node.negated else result
 
 
-def _group(group: Group, contact: Contact) -> bool:
+def _group(group: Group, contact: ContactLike) -> bool:
     results = (_node(item, contact) for item in group.items)
     return any(results) if group.any else all(results)
 
 
-def _condition(cond: Condition, contact: Contact) -> bool:
+def _condition(cond: Condition, contact: ContactLike) -> bool:
     result = _positive(cond, contact)
     return not result if cond.is_negative else result
 
 
-def _positive(cond: Condition, contact: Contact) -> bool:
+def _positive(cond: Condition, contact: ContactLike) -> bool:
     value = field_value(cond.field, contact)
     op = cond.positive
     if op == "empty":
@@ -77,7 +77,7 @@ def _compare(value, op: str, operand) -> bool:
     raise ValueError(f"operator {op} does not apply here")
 
 
-def field_value(field: Field, contact: Contact) -> object:
+def field_value(field: Field, contact: ContactLike) -> object:
     """The value a filter sees: text for text and date fields, else the int or bool (None if unset)."""
     if field.custom is not None:
         custom = contact.custom_fields

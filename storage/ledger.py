@@ -23,7 +23,7 @@ from storage.addresses import (EMAIL_LOOSE_PG, LONG_LABEL_MIN_LENGTH, LONG_LABEL
 from storage.db import is_postgres
 from storage.filter_sql import compile_filters
 from storage.filters import FilterTree
-from storage.models import Campaign, Contact, Recipient, UTCDateTime
+from storage.models import Campaign, Contact, ContactLike, Recipient, UTCDateTime
 from storage.statuses import OPEN, CampaignStatus, RecipientStatus as R
 
 
@@ -293,7 +293,7 @@ __all__ = [
 ]
 
 
-def skip_reason_of(campaign_type: str, contact: Contact) -> str | None:
+def skip_reason_of(campaign_type: str, contact: ContactLike) -> str | None:
     """The Python twin of ``skip_reason``: re-checked on the current contact right before delivery."""
     def blank(value: str | None) -> bool:
         return value is None or value == ""

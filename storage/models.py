@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import (
+    Row,
     JSON,
     BigInteger,
     Boolean,
@@ -142,6 +143,10 @@ class Contact(Base):
 for _field in FIXED_FIELDS:
     setattr(Contact, _field.name, mapped_column(_field.name, Text, nullable=True))
 del _field
+
+# What reads a contact without changing it (filters, re-checks, templates) takes either a Contact or
+# a row of the contacts table (storage.contacts.contacts_by_id): both have the columns as attributes.
+ContactLike: TypeAlias = "Contact | Row[Any]"
 
 Index("ix_contacts_custom_fields", Contact.__table__.c.custom_fields, postgresql_using="gin")
 

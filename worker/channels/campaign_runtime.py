@@ -22,7 +22,7 @@ from storage.fields import FIXED_FIELD_NAMES
 from storage.filter_eval import matches
 from storage.filters import FilterTree, parse_filters
 from storage.ledger import skip_reason_of
-from storage.models import Campaign, CampaignSettings, Contact, Template, User
+from storage.models import Campaign, CampaignSettings, Contact, ContactLike, Template, User
 from storage.serialize import user_to_seed
 from worker.channels.addressing import Sender, UnusableSender, sender_for
 
@@ -72,7 +72,7 @@ class CampaignRuntime:
     # user afresh, so a change to the user shows in the next batch.
     _users: dict[int, tuple[User, Record]] = field(default_factory=dict, compare=False, repr=False)
 
-    def recheck(self, contact: Contact | None) -> str | None:
+    def recheck(self, contact: ContactLike | None) -> str | None:
         """Why this contact must be skipped now (it changed since fan-out), or None."""
         if contact is None:
             return "contact_deleted"
@@ -100,7 +100,7 @@ class CampaignRuntime:
         return (records_of("campaign", {"id": self.campaign_id, "name": self.campaign_name}),
                 records_of("sender", self.owner))
 
-    def context(self, contact: Contact, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
+    def context(self, contact: ContactLike, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
         """The template context for one contact (CONTRACT section 4)."""
         campaign, sender = self._shared_context
         return build_context(contact_for_templates(contact, self._user(user)), campaign, sender, unsubscribe_url,
@@ -116,7 +116,7 @@ class CampaignRuntime:
             known = self._users[id(user)] = (user, records_of("contact.user", user_to_seed(user)))
         return known[1]
 
-    def render(self, contact: Contact, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
+    def render(self, contact: ContactLike, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
         """Subject, HTML and text for one contact; raises RenderError."""
         assert self.compiled is not None
         url = unsubscribe_url or self.unsubscribe_for(contact.id)
@@ -135,7 +135,7 @@ class CampaignRuntime:
         except RenderError:
             return None
 
-    def email(self, contact: Contact, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
+    def email(self, contact: ContactLike, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""
         assert self.sender is not None and self.frame is not None
         unsubscribe_url = self.unsubscribe_for(contact.id)  # once: in the footer and in the header

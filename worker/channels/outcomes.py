@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from storage.ledger import Claimed
-from storage.models import Contact, User
+from storage.models import ContactLike, User
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Ready:
     """A claimed row whose contact passed the re-check, with what rendering needs."""
 
     row: Claimed
-    contact: Contact
+    contact: ContactLike  # the contact as loaded for delivery (storage.contacts.contacts_by_id)
     user: User | None
 
 

