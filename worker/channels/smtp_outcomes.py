@@ -73,7 +73,12 @@ class RelayUnreachable(CampaignWideSmtpError):
 
     @classmethod
     def of(cls, config: SmtpConfig, reason: str, code: int | None = None, *,
-           tls: bool = False) -> RelayUnreachable:
+           tls: bool = False, certificate: bool = False) -> RelayUnreachable:
+        if certificate:  # TLS works, but the server's certificate is not one we can trust
+            return cls(f"the SMTP server at {config.safe_url} cannot be reached ({reason}): its TLS certificate "
+                       f"must be valid for {config.host} and issued by an authority this machine trusts: correct "
+                       "the server's certificate, or add its authority to the system's trust store (or name it "
+                       "in SSL_CERT_FILE)", reason, code)
         if tls:
             return cls(f"the SMTP server at {config.safe_url} cannot be reached ({reason}): check that SMTP_URL's "
                        "scheme (smtp:// or smtps://) and starttls option match the server", reason, code)
@@ -146,6 +151,9 @@ def _connect_error(exc: BaseException, config: SmtpConfig) -> CampaignWideSmtpEr
     causes = _causes(exc)
     if any(isinstance(c, ssl.SSLError) for c in causes):
         ssl_error = next(c for c in causes if isinstance(c, ssl.SSLError))
+        if isinstance(ssl_error, ssl.SSLCertVerificationError):
+            return RelayUnreachable.of(config, f"TLS certificate not accepted: {ssl_error.verify_message}",
+                                       certificate=True)
         return RelayUnreachable.of(config, f"TLS handshake failed: {ssl_error}", tls=True)
     if isinstance(exc, aiosmtplib.SMTPResponseException):  # greeting 421/554, EHLO or STARTTLS refused
         what = "greeting" if isinstance(exc, aiosmtplib.SMTPConnectResponseError) else \
