@@ -96,6 +96,23 @@ def send_all(app: App, campaign_id: str, batches: list) -> tuple[int, int, int]:
     return messages, content_bytes, stored_bytes
 
 
+def fanned_out_newsletter(app: App, n: int) -> tuple[str, list]:
+    """Migrate ``app``'s empty database, load N of the email benchmark's contacts, create its
+    newsletter campaign as a draft and fan it out: the campaign's id and its delivery batches."""
+    upgrade(app.engine)
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = load_contacts(app, n, Path(tmp), contact_line, bundle)
+    log(f"{n} contacts loaded in {seconds:.1f} s")
+    with app.sessions.begin() as session:
+        draft = payload() | {"execute_now": False, "send_at": "2099-01-01 00:00:00"}
+        campaign_id = campaign_service.create(session, draft, 1).id
+    batches: list = []
+    started = time.perf_counter()
+    fanout.dispatch(app, campaign_id, batches.extend)
+    log(f"fanned out in {time.perf_counter() - started:.1f} s: {len(batches)} batches")
+    return campaign_id, batches
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=50_000)
@@ -107,17 +124,7 @@ def main() -> int:
     app = App(Settings(database_url=url, broker_url="memory://", smtp_url="smtp://127.0.0.1:1", _env_file=None))
     ok = True
     try:
-        upgrade(app.engine)
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds = load_contacts(app, n, Path(tmp), contact_line, bundle)
-        log(f"{n} contacts loaded in {seconds:.1f} s")
-        with app.sessions.begin() as session:
-            draft = payload() | {"execute_now": False, "send_at": "2099-01-01 00:00:00"}
-            campaign_id = campaign_service.create(session, draft, 1).id
-        batches: list = []
-        started = time.perf_counter()
-        fanout.dispatch(app, campaign_id, batches.extend)
-        log(f"fanned out in {time.perf_counter() - started:.1f} s: {len(batches)} batches")
+        campaign_id, batches = fanned_out_newsletter(app, n)
         stages = {"after fan-out": sizes(app)}
         started = time.perf_counter()
         messages, content_bytes, stored_bytes = send_all(app, campaign_id, batches)

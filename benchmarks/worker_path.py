@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,16 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from benchmarks.email_campaign import bundle, contact_line, payload  # noqa: E402
-from benchmarks.harness import BenchDatabase, load_contacts, log, reproduce_command  # noqa: E402
+from benchmarks.harness import BenchDatabase, log, reproduce_command  # noqa: E402
+from benchmarks.ledger_bytes import fanned_out_newsletter  # noqa: E402
 from storage.ledger import claim  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Recipient  # noqa: E402
 from storage.outcome_writes import OutcomeRows, prepare_connection, write_outcomes  # noqa: E402
 from storage.statuses import RecipientStatus  # noqa: E402
 from storage.timefmt import now  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
-from worker.pipeline import campaign_service, fanout  # noqa: E402
 from worker.pipeline.app import App  # noqa: E402
 from worker.pipeline.delivery import _load_contacts  # noqa: E402
 from worker.runtime.settings import Settings  # noqa: E402
@@ -118,15 +115,7 @@ def main() -> int:
     app = App(Settings(database_url=url, broker_url="memory://", smtp_url="smtp://127.0.0.1:1", _env_file=None))
     ok = False
     try:
-        upgrade(app.engine)
-        with tempfile.TemporaryDirectory() as tmp:
-            seconds = load_contacts(app, n, Path(tmp), contact_line, bundle)
-        log(f"{n} contacts loaded in {seconds:.1f} s")
-        with app.sessions.begin() as session:
-            draft = payload() | {"execute_now": False, "send_at": "2099-01-01 00:00:00"}
-            campaign_id = campaign_service.create(session, draft, 1).id
-        batches: list = []
-        fanout.dispatch(app, campaign_id, batches.extend)
+        campaign_id, batches = fanned_out_newsletter(app, n)
         with app.sessions() as session:
             runtime = build_runtime(session, session.get(Campaign, campaign_id), app.settings.campaign_domain_suffix)
         tune_gc()  # as a worker process is tuned once started
