@@ -74,8 +74,24 @@ def get_export(session: Session, campaign_id: str, export_id: str) -> Export:
     return export
 
 
+class _Settled(Exception):
+    """The export was no longer pending when its file was ready (another run settled it)."""
+
+
 def run_export(app: App, campaign_id: str, export_id: str) -> None:
-    """Write the XLSX (constant memory, keyset pages) and store it; the export ends done or failed."""
+    """Write the XLSX (constant memory, keyset pages) and store it; the export ends done or failed.
+
+    Only a pending export of this campaign is run: a message naming an export that does not exist
+    (or one already done, delivered twice) stores no file. A file finished after another run
+    settled the export is deleted again, never left in the store unrecorded."""
+    with app.sessions() as session:
+        export = session.get(Export, export_id)
+        if export is None or export.campaign_id != campaign_id or export.status != ExportStatus.PENDING:
+            log.warning("export.skipped", campaign_id=campaign_id, export_id=export_id,
+                        status=None if export is None else export.status,
+                        reason="no such export of this campaign" if export is None or export.campaign_id != campaign_id
+                        else "not pending")
+            return
     try:
         with tempfile.TemporaryDirectory(prefix="cd-export-") as tmp:
             path = Path(tmp) / "recipients.xlsx"
@@ -94,9 +110,15 @@ def run_export(app: App, campaign_id: str, export_id: str) -> None:
                                    content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                                    size=size))
             session.flush()
-            session.execute(update(Export).where(Export.id == export_id, Export.status == ExportStatus.PENDING)
-                            .values(status=ExportStatus.DONE, file_id=file_id, updated_at=utcnow()))
+            moved = session.execute(update(Export).where(Export.id == export_id,
+                                                         Export.status == ExportStatus.PENDING)
+                                    .values(status=ExportStatus.DONE, file_id=file_id, updated_at=utcnow()))
+            if moved.rowcount != 1:
+                raise _Settled  # rolls the file's row back with it
         log.info("export.done", campaign_id=campaign_id, export_id=export_id, rows=count, bytes=size)
+    except _Settled:
+        app.store.delete(key)
+        log.warning("export.skipped", campaign_id=campaign_id, export_id=export_id, reason="settled meanwhile")
     except Exception as exc:  # noqa: BLE001 - the export records why it failed, for the user
         with app.sessions.begin() as session:
             session.execute(update(Export).where(Export.id == export_id, Export.status == ExportStatus.PENDING)
