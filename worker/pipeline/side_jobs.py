@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html import escape
@@ -113,9 +114,27 @@ def _store_preview(app: App, session: Session, campaign: Campaign) -> dict[str, 
             body, extension, content_type = rendered.html.encode("utf-8"), "html", "text/html; charset=utf-8"
     name = f"campaign-{campaign.id}.{extension}"
     key = make_key("previews", campaign.id, f"{file_id}.{extension}")
+    _forget_expired_previews(app, session)
     size = app.store.put_bytes(key, body, content_type)
     session.add(StoredFile(id=file_id, key=key, name=name, content_type=content_type, size=size))
     return {"download_url": app.store.url(key, URL_SECONDS, filename=name)}
+
+
+def _forget_expired_previews(app: App, session: Session, most: int = 100) -> None:
+    """Delete up to ``most`` previews whose download URL has expired (files and their rows). A
+    preview is reachable only through the URL it was made with (its file id is never shown), so
+    once that URL expired it is garbage; each new preview clears some, so they never pile up.
+    Best effort: a store that fails leaves them for the next preview, and the preview goes on."""
+    cutoff = utcnow() - timedelta(seconds=URL_SECONDS)
+    expired = session.scalars(select(StoredFile).where(StoredFile.key.like("previews/%"),
+                                                       StoredFile.created_at < cutoff).limit(most)).all()
+    for stored in expired:
+        try:
+            app.store.delete(stored.key)
+        except Exception as exc:  # noqa: BLE001 - cleaning up must never cost the user their preview
+            log.warning("preview.cleanup_failed", key=stored.key, error=str(exc))
+            return
+        session.delete(stored)
 
 
 def first_recipient(session: Session, campaign: Campaign) -> Contact | None:

@@ -1,21 +1,26 @@
-"""Running a recipients export from its message: only a pending export of the campaign runs, and
-no run leaves a file in the store that no export points to (SQLite and the local object store)."""
+"""Files in the object store: running a recipients export from its message (only a pending export of
+the campaign runs; no run leaves a file that no export points to) and previews (those whose URL has
+expired are cleared); on SQLite and the local object store."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from storage.loader import load_bundle
 from storage.migrate import upgrade
 from storage.models import Export, StoredFile
+from storage.objectstore import URL_SECONDS
 from storage.statuses import ExportStatus
+from storage.timefmt import now
 from worker.cli.demo import demo_bundle, email_payload
 from worker.pipeline import campaign_service
 from worker.pipeline.app import App
 from worker.pipeline.exports import run_export, start_export
+from worker.pipeline.side_jobs import build_preview
 from worker.runtime.settings import Settings
 
 
@@ -70,3 +75,17 @@ def test_an_export_delivered_twice_is_written_once(app, tmp_path):
         export = session.get(Export, export_id)
         assert export.status == ExportStatus.DONE
         assert session.get(StoredFile, export.file_id).key.endswith(files[0].name)
+
+
+def test_previews_whose_url_expired_are_cleared_by_the_next_preview(app, tmp_path):
+    campaign_id = _campaign(app)
+    build_preview(app, campaign_id)
+    build_preview(app, campaign_id)
+    assert _stored(app, tmp_path)[0] == 2 and len(_stored(app, tmp_path)[1]) == 2
+    with app.sessions.begin() as session:  # the first two were made longer ago than their URLs live
+        session.execute(update(StoredFile).values(created_at=now() - timedelta(seconds=URL_SECONDS + 1)))
+
+    url = build_preview(app, campaign_id)["download_url"]
+
+    recorded, files = _stored(app, tmp_path)
+    assert recorded == 1 and [f.as_uri() for f in files] == [url.split("?")[0]]
