@@ -19,8 +19,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from storage import timefmt
-from storage.db import is_postgres
 from storage.coerce import scalar_text
+from storage.db import is_postgres
 from storage.errors import ValidationFailed
 from storage.fields import CONSENT_CHANNELS, FIXED_FIELDS
 from storage.models import Contact, ContactLike, Team, User

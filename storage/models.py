@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
-    Row,
     JSON,
     BigInteger,
     Boolean,
@@ -15,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Row,
     String,
     Text,
     TypeDecorator,
@@ -144,9 +144,11 @@ for _field in FIXED_FIELDS:
     setattr(Contact, _field.name, mapped_column(_field.name, Text, nullable=True))
 del _field
 
-# What reads a contact without changing it (filters, re-checks, templates) takes either a Contact or
-# a row of the contacts table (storage.contacts.contacts_by_id): both have the columns as attributes.
+# What reads a contact or a user without changing it (filters, re-checks, templates) takes either the
+# ORM object or a row of its table (delivery loads rows: storage.contacts.contacts_by_id): both have
+# the columns as attributes.
 ContactLike: TypeAlias = "Contact | Row[Any]"
+UserLike: TypeAlias = "User | Row[Any]"
 
 Index("ix_contacts_custom_fields", Contact.__table__.c.custom_fields, postgresql_using="gin")
 

@@ -6,11 +6,11 @@ import math
 from typing import Any
 from urllib.parse import urlencode
 
-from storage.models import Template, User
+from storage.models import Template, UserLike
 from storage.timefmt import fmt
 
 
-def user_to_seed(user: User | None) -> dict[str, Any] | None:
+def user_to_seed(user: UserLike | None) -> dict[str, Any] | None:
     """A user object as the seed prints it (``campaign.user``, ``distribute_users``, ``contact.user``)."""
     if user is None:
         return None

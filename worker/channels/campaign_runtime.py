@@ -22,7 +22,7 @@ from storage.fields import FIXED_FIELD_NAMES
 from storage.filter_eval import matches
 from storage.filters import FilterTree, parse_filters
 from storage.ledger import skip_reason_of
-from storage.models import Campaign, CampaignSettings, Contact, ContactLike, Template, User
+from storage.models import Campaign, CampaignSettings, Contact, ContactLike, Template, User, UserLike
 from storage.serialize import user_to_seed
 from worker.channels.addressing import Sender, UnusableSender, sender_for
 
@@ -66,11 +66,11 @@ class CampaignRuntime:
     dkim: DkimSigner | None = field(default=None, compare=False, repr=False)
     # Compresses what is archived with the dictionary the campaign got when it fanned out.
     archive: Packer = field(default_factory=lambda: Packer(None), compare=False, repr=False)
-    # id(User) -> (that User, its record for templates): a batch's contacts share a few users, loaded once per
+    # id(user) -> (that user, its record for templates): a batch's contacts share a few users, loaded once per
     # batch (one object per user in the batch's session), so each is serialised once per batch
     # instead of once per recipient. Keyed by the object, not the user id: a new batch reads the
     # user afresh, so a change to the user shows in the next batch.
-    _users: dict[int, tuple[User, Record]] = field(default_factory=dict, compare=False, repr=False)
+    _users: dict[int, tuple[UserLike, Record]] = field(default_factory=dict, compare=False, repr=False)
 
     def recheck(self, contact: ContactLike | None) -> str | None:
         """Why this contact must be skipped now (it changed since fan-out), or None."""
@@ -100,13 +100,13 @@ class CampaignRuntime:
         return (records_of("campaign", {"id": self.campaign_id, "name": self.campaign_name}),
                 records_of("sender", self.owner))
 
-    def context(self, contact: ContactLike, user: User | None, unsubscribe_url: str | None) -> dict[str, Any]:
+    def context(self, contact: ContactLike, user: UserLike | None, unsubscribe_url: str | None) -> dict[str, Any]:
         """The template context for one contact (CONTRACT section 4)."""
         campaign, sender = self._shared_context
         return build_context(contact_for_templates(contact, self._user(user)), campaign, sender, unsubscribe_url,
                              fixed_field_names=FIXED_FIELD_NAMES)
 
-    def _user(self, user: User | None) -> Record | None:
+    def _user(self, user: UserLike | None) -> Record | None:
         if user is None:
             return None
         known = self._users.get(id(user))
@@ -116,7 +116,7 @@ class CampaignRuntime:
             known = self._users[id(user)] = (user, records_of("contact.user", user_to_seed(user)))
         return known[1]
 
-    def render(self, contact: ContactLike, user: User | None, unsubscribe_url: str | None = None) -> Rendered:
+    def render(self, contact: ContactLike, user: UserLike | None, unsubscribe_url: str | None = None) -> Rendered:
         """Subject, HTML and text for one contact; raises RenderError."""
         assert self.compiled is not None
         url = unsubscribe_url or self.unsubscribe_for(contact.id)
@@ -135,7 +135,7 @@ class CampaignRuntime:
         except RenderError:
             return None
 
-    def email(self, contact: ContactLike, user: User | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
+    def email(self, contact: ContactLike, user: UserLike | None, *, to: str | None = None, subject_prefix: str = "") -> Email:
         """The MIME message for one contact; raises RenderError (including header injection)."""
         assert self.sender is not None and self.frame is not None
         unsubscribe_url = self.unsubscribe_for(contact.id)  # once: in the footer and in the header

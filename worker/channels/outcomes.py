@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from storage.ledger import Claimed
-from storage.models import ContactLike, User
+from storage.models import ContactLike, UserLike
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Ready:
 
     row: Claimed
     contact: ContactLike  # the contact as loaded for delivery (storage.contacts.contacts_by_id)
-    user: User | None
+    user: UserLike | None
 
 
 class Rounds(Protocol):
