@@ -96,6 +96,14 @@ def send_all(app: App, campaign_id: str, batches: list) -> tuple[int, int, int]:
     return messages, content_bytes, stored_bytes
 
 
+def smtpless_app(name: str) -> tuple[BenchDatabase, App]:
+    """A fresh PostgreSQL database named for the benchmark, and an App on it that sends nothing
+    (SMTP_URL is only checked to be set; the broker is in-process)."""
+    db = BenchDatabase(name)
+    url = db.create()
+    return db, App(Settings(database_url=url, broker_url="memory://", smtp_url="smtp://127.0.0.1:1", _env_file=None))
+
+
 def fanned_out_newsletter(app: App, n: int) -> tuple[str, list]:
     """Migrate ``app``'s empty database, load N of the email benchmark's contacts, create its
     newsletter campaign as a draft and fan it out: the campaign's id and its delivery batches."""
@@ -118,10 +126,7 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=50_000)
     args = parser.parse_args()
     n = args.recipients
-    db = BenchDatabase("ledger_bytes")
-    url = db.create()
-    # SMTP_URL is only checked to be set: nothing is sent.
-    app = App(Settings(database_url=url, broker_url="memory://", smtp_url="smtp://127.0.0.1:1", _env_file=None))
+    db, app = smtpless_app("ledger_bytes")
     ok = True
     try:
         campaign_id, batches = fanned_out_newsletter(app, n)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from benchmarks.harness import BenchDatabase, log, reproduce_command  # noqa: E402
-from benchmarks.ledger_bytes import fanned_out_newsletter  # noqa: E402
+from benchmarks.harness import log, reproduce_command  # noqa: E402
+from benchmarks.ledger_bytes import fanned_out_newsletter, smtpless_app  # noqa: E402
 from storage.ledger import claim  # noqa: E402
 from storage.models import Campaign, Recipient  # noqa: E402
 from storage.outcome_writes import OutcomeRows, prepare_connection, write_outcomes  # noqa: E402
@@ -50,7 +50,6 @@ from storage.timefmt import now  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
 from worker.pipeline.app import App  # noqa: E402
 from worker.pipeline.delivery import _load_contacts  # noqa: E402
-from worker.runtime.settings import Settings  # noqa: E402
 from worker.runtime.supervise import tune_gc  # noqa: E402
 
 ROUND = 40  # outcomes per write under load (2 x SMTP_POOL_SIZE)
@@ -109,10 +108,7 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args()
     n = args.recipients
-    db = BenchDatabase("worker_path")
-    url = db.create()
-    # SMTP_URL is only checked to be set: nothing is sent.
-    app = App(Settings(database_url=url, broker_url="memory://", smtp_url="smtp://127.0.0.1:1", _env_file=None))
+    db, app = smtpless_app("worker_path")
     ok = False
     try:
         campaign_id, batches = fanned_out_newsletter(app, n)
