@@ -85,13 +85,14 @@ def run_export(app: App, campaign_id: str, export_id: str) -> None:
     (or one already done, delivered twice) stores no file. A file finished after another run
     settled the export is deleted again, never left in the store unrecorded."""
     with app.sessions() as session:
-        export = session.get(Export, export_id)
-        if export is None or export.campaign_id != campaign_id or export.status != ExportStatus.PENDING:
-            log.warning("export.skipped", campaign_id=campaign_id, export_id=export_id,
-                        status=None if export is None else export.status,
-                        reason="no such export of this campaign" if export is None or export.campaign_id != campaign_id
-                        else "not pending")
+        try:
+            status = get_export(session, campaign_id, export_id).status
+        except NotFound as exc:
+            log.warning("export.skipped", campaign_id=campaign_id, export_id=export_id, reason=str(exc))
             return
+    if status != ExportStatus.PENDING:
+        log.warning("export.skipped", campaign_id=campaign_id, export_id=export_id, reason=f"already {status}")
+        return
     try:
         with tempfile.TemporaryDirectory(prefix="cd-export-") as tmp:
             path = Path(tmp) / "recipients.xlsx"
