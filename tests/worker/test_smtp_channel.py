@@ -186,3 +186,64 @@ def test_a_relay_that_stops_answering_is_a_transient_error_after_the_timeout_and
     assert relay.error is None, relay.error
     assert isinstance(outcome, TransientSmtpError)
     assert "Timed out" in str(outcome)
+
+
+# -- one message after another on one connection (PIPELINING) --------------------------------------
+
+def send_together(url: str, *numbers: int, retry_delays: tuple[float, ...] = ()) -> list[object]:
+    """Send one message per number, all at once, over a pool of one connection (as a worker's round
+    does): each message after the first waits for the connection. Outcomes in order."""
+    with SmtpSender(SmtpConfig.from_url(url), pool_size=1, retry_delays=retry_delays) as sender:
+        return sender.send_many([OutgoingMail("b@acme.example", [f"r{n}@example.com"], message(n))
+                                 for n in numbers])
+
+
+def test_with_pipelining_the_next_message_s_commands_go_with_the_content_before_its_reply():
+    together: list[bytes] = []
+
+    def session(conn: socket.socket) -> None:
+        seen = bytearray()
+        greet(conn, seen, ["PIPELINING"])
+        read_until(conn, b"DATA\r\n", seen)
+        conn.sendall(b"250 Ok\r\n250 Ok\r\n354 go\r\n")
+        # The first message's content is not answered until the second message's commands have
+        # come: a client waiting for that reply first would never send them, and this read would
+        # time out.
+        together.append(read_until(conn, b"DATA\r\n", seen))
+        conn.sendall(b"250 queued as 1\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")
+        read_until(conn, b"\r\n.\r\n", seen)
+        conn.sendall(b"250 queued as 2\r\n")
+        read_until(conn, b"QUIT\r\n", seen)
+        conn.sendall(b"221 Bye\r\n")
+
+    with ScriptedRelay(session) as relay:
+        first, second = send_together(relay.url, 1, 2)
+    assert relay.error is None, relay.error
+    assert isinstance(first, SendResult) and first.reply == "250 queued as 1"
+    assert isinstance(second, SendResult) and second.reply == "250 queued as 2"
+    assert together == [message(1) + b".\r\nMAIL FROM:<b@acme.example>\r\nRCPT TO:<r2@example.com>\r\nDATA\r\n"]
+
+
+def test_a_421_to_the_content_stops_the_next_message_s_content_though_the_relay_said_354():
+    # The relay closes after its 421 but, as some do for a few ms, answers what was already on
+    # the wire: 250, 250 and 354 to the next message's commands. That content would be taken
+    # with nobody seeing its reply (a duplicate when retried): it never goes out. Both messages
+    # go again over a new connection, once each.
+    with RawSmtpServer(close_after=0.5) as server:
+        server.reply("END", "421 4.3.2 Service shutting down")
+        outcomes = send_together(server.url, 1, 2, 3, retry_delays=(0.05, 0.05))
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+    assert sorted(m.rcpt_tos for m in server.messages) == [(f"r{n}@example.com",) for n in (1, 2, 3)]
+    first_connection = server.commands[:server.commands.index("GREETING", 1)]
+    assert first_connection == ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "END", "MAIL", "RCPT", "DATA"]
+
+
+def test_a_refused_content_leaves_the_connection_to_the_next_message_without_a_reset():
+    with RawSmtpServer() as server:
+        server.reply("END", "554 5.7.1 message refused")
+        first, second = send_together(server.url, 1, 2)
+    assert isinstance(first, PermanentSmtpError) and first.code == 554
+    assert isinstance(second, SendResult)
+    assert server.connections == 1
+    assert "RSET" not in server.commands
+    assert [m.rcpt_tos for m in server.messages] == [("r2@example.com",)]

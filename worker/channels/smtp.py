@@ -123,28 +123,38 @@ class SmtpPool:
                 conn = await self._checkout()
                 conn.smtp.rset_failed = False
                 started = time.perf_counter()
+                # With PIPELINING the connection goes on to the next message as soon as this one's
+                # content is queued (the next one's commands share its write); this send awaits
+                # its final reply meanwhile, outside its slot.
+                lend = conn.smtp.pipelining
                 try:
-                    refused, reply = await conn.smtp.transact(
+                    refused, final = await conn.smtp.start(
                         envelope_from, recipients, message,
                         self._mail_options(conn.smtp, envelope_from, recipients, message),
-                        before_content if settle is not None else None)
+                        before_content if settle is not None else None, lend=lend)
+                    if not lend:
+                        reply = await final
                 except BaseException as exc:
-                    if isinstance(exc, Exception):  # a transaction the relay (or the network) ended; not a cancel
-                        self._send_seconds(time.perf_counter() - started)
-                    # After a reply error the session is usable again if the RSET that aiosmtplib sent
-                    # worked, unless the server announced its close (421): it may go on answering for a
-                    # few ms, and a message sent meanwhile can be queued while its 250 is lost (a
-                    # duplicate when retried). Anything else (lost connection, timeout) may not be usable.
+                    # After a reply error the session is usable again if the RSET that followed
+                    # worked, unless the server announced its close (421): it may go on answering
+                    # for a few ms, and a message sent meanwhile can be queued while its 250 is
+                    # lost (a duplicate when retried). Anything else (lost connection, timeout)
+                    # may not be usable.
                     keep = isinstance(exc, (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused)) \
                         and not _closing(exc) and not conn.smtp.rset_failed
                     self._checkin(conn, keep=keep)
-                    error = _classify(exc)
-                    if error is None:  # cancellation, or a bug: not an SMTP outcome
-                        raise
-                    raise error from exc
-                self._send_seconds(time.perf_counter() - started)
+                    self._raise_outcome(exc, started)
                 conn.sent += 1
                 self._checkin(conn, keep=not _closing(None, refused))
+            if lend:
+                try:
+                    reply = await final
+                except BaseException as exc:
+                    # The connection is another message's by now: a refused content leaves it
+                    # usable; a 421, a timeout or a lost connection closed it (the channel's own
+                    # doing), and whoever holds it meets that.
+                    self._raise_outcome(exc, started)
+            self._send_seconds(time.perf_counter() - started)
             failed = {rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()}
             accepted = tuple(r for r in recipients if r not in failed)
             result = SendResult(accepted=accepted, reply=_reply(250, reply), refused=failed)
@@ -154,6 +164,16 @@ class SmtpPool:
             if holding:
                 self._unsettled.release()
         return result
+
+    def _raise_outcome(self, exc: BaseException, started: float) -> None:
+        """Raise what a failed mail transaction means for its message (the SmtpError), or ``exc``
+        itself when it is not an SMTP outcome (a cancellation, a bug)."""
+        if isinstance(exc, Exception):  # a transaction the relay (or the network) ended; not a cancel
+            self._send_seconds(time.perf_counter() - started)
+        error = _classify(exc)
+        if error is None:
+            raise exc
+        raise error from exc
 
     async def probe(self) -> None:
         """Open one connection as sending does (TLS, EHLO, login) and quit it: raises the

@@ -9,8 +9,13 @@ Measured against Postfix's smtp-sink over 10 connections, 20,000 messages, one p
 ms of client CPU a message for ``sendmail``, 0.12-0.14 ms here (``benchmarks/smtp_client.py``).
 
 With PIPELINING a message costs two round trips: MAIL, every RCPT and DATA in one write, then the
-content. Without it the commands go one at a time, stopping at the first refusal, as ``sendmail``
-does. The outcomes are aiosmtplib's: the same replies and the same exceptions
+content; and the connection may be lent to the next message as soon as the content is queued
+(``lend=True``): its MAIL, RCPT and DATA then go out in the same write as the content before it
+(RFC 2920 allows commands after the end of the data), so a connection sending one message after
+another costs one write and one round trip a message. Replies are paired with what asked for them
+in the order they were asked. A 421 (the server is closing) ends the connection at once: nothing
+asked after it is answered, and no content goes out after it. Without PIPELINING the commands go
+one at a time, stopping at the first refusal, as ``sendmail`` does. The outcomes are aiosmtplib's: the same replies and the same exceptions
 (``SMTPSenderRefused``, ``SMTPRecipientsRefused``, ``SMTPDataError``, ``SMTPServerDisconnected``,
 ``SMTPReadTimeoutError``), so ``smtp_outcomes`` classifies them unchanged.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiosmtplib
@@ -33,6 +39,16 @@ _START_INPUT = aiosmtplib.SMTPStatus.start_input
 _CLOSING = aiosmtplib.SMTPStatus.domain_unavailable  # 421
 
 
+class _Asked:
+    """Replies asked for by one write, and the future resolved once they are all in."""
+
+    __slots__ = ("wanted", "replies", "future", "deadline")
+
+    def __init__(self, wanted: int, future: asyncio.Future[None], deadline: float) -> None:
+        self.wanted, self.future, self.deadline = wanted, future, deadline
+        self.replies: list[aiosmtplib.SMTPResponse] = []
+
+
 class MailChannel(asyncio.Protocol):
     """One open, greeted (and logged in) session's mail transactions. Use from its event loop,
     one call at a time (the pool lends a connection to one send at a time)."""
@@ -45,11 +61,9 @@ class MailChannel(asyncio.Protocol):
         self._transport: asyncio.Transport = smtp.transport
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
-        self._deadline = 0.0  # when the reply being waited for is late (loop time)
         self._buffer = bytearray()
-        self._replies: list[aiosmtplib.SMTPResponse] = []
-        self._wanted = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._asked: deque[_Asked] = deque()  # in the order asked: replies come in that order
+        self._held: list[bytes] = []  # content not written yet: the next message's commands join it
         self.pipelining = smtp.supports_extension("pipelining")
         self._size = smtp.supports_extension("size")
         self._smtputf8 = smtp.supports_extension("smtputf8")
@@ -108,6 +122,20 @@ class MailChannel(asyncio.Protocol):
         ``before_content()``, when given, is awaited once the server is ready for the content (its
         354), just before the content goes out: from there on the message may be accepted. If it
         raises, the content is not sent and the connection is closed (mid-DATA: nothing delivered)."""
+        refused, final = await self.start(sender, recipients, message, options, before_content)
+        return refused, await final
+
+    async def start(self, sender: str, recipients: list[str], message: bytes, options: list[str],
+                    before_content: Callable[[], Awaitable[None]] | None = None, *, lend: bool = False,
+                    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], Awaitable[str]]:
+        """``transact`` up to the content queued: returns the refused recipients and an awaitable
+        of the final reply's text (raising as ``transact`` does). With ``lend`` (only with
+        PIPELINING) the channel takes the next transaction at once, while this one's final reply is
+        still to come: the content is held for a moment, so that the next message's commands go in
+        the same write, and a refused content is not followed by an RSET (the end of the data ends
+        the transaction either way, RFC 5321 4.1.1.4, and the next one may already be under way)."""
+        if lend and not self.pipelining:
+            raise ValueError("a channel is lent to the next message only with PIPELINING")
         mailboxes = [sender, *recipients]
         if any(_UNSAFE_MAILBOX.search(m) or m.count("@") != 1 for m in mailboxes):
             raise ValueError("an envelope address must be one bare local@domain address")
@@ -164,11 +192,20 @@ class MailChannel(asyncio.Protocol):
                 raise
         if b"\n." in message or message.startswith(b"."):  # dot-stuffing (RFC 5321 4.5.2)
             message = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
-        (reply,) = await self._exchange(message + b".\r\n", 1)
+        asked = self._ask(1)
+        if lend:
+            self._hold(message + b".\r\n")
+        else:
+            self._transport.write(message + b".\r\n")
+        return refused, self._final(asked, lend)
+
+    async def _final(self, asked: _Asked, lent: bool) -> str:
+        (reply,) = await self._replies_to(asked)
         if reply.code not in _OK:
-            await self._after_refusal([reply], None)
+            if not lent:
+                await self._after_refusal([reply], None)
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-        return refused, reply.message
+        return reply.message
 
     async def _after_refusal(self, replies: list[aiosmtplib.SMTPResponse],
                              data: aiosmtplib.SMTPResponse | None) -> None:
@@ -198,54 +235,94 @@ class MailChannel(asyncio.Protocol):
         connection is gone before the first reply, SMTPReadTimeoutError (closing the connection:
         a late reply would be taken for the next command's) after ``timeout`` without them all.
         When the server closes after some replies, returns those."""
+        asked = self._ask(replies)
+        if self._held:  # the content before it is held: one write for both
+            self._held.append(data)
+        else:
+            self._transport.write(data)
+        return await self._replies_to(asked)
+
+    def _ask(self, replies: int) -> _Asked:
+        """Expect ``replies`` more replies, after those asked before."""
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        waiter = self._waiter = self._loop.create_future()
-        self._buffer.clear()  # what came unasked since the last replies must not pair with these
-        self._replies, self._wanted = [], replies
-        self._transport.write(data)
-        if self._timeout is not None:
-            self._deadline = self._loop.time() + self._timeout
-        try:
-            await waiter
-        finally:
-            self._waiter, self._wanted = None, 0
-        return self._replies
+        if not self._asked:
+            self._buffer.clear()  # what came unasked since the last replies must not pair with these
+        deadline = self._loop.time() + self._timeout if self._timeout is not None else 0.0
+        asked = _Asked(replies, self._loop.create_future(), deadline)
+        self._asked.append(asked)
+        return asked
+
+    async def _replies_to(self, asked: _Asked) -> list[aiosmtplib.SMTPResponse]:
+        await asked.future
+        return asked.replies
+
+    def _hold(self, data: bytes) -> None:
+        """Write ``data`` two loop iterations from now, with whatever is written meanwhile: long
+        enough for the send that gets this connection next (woken by its release) to add its
+        commands."""
+        self._held.append(data)
+        self._loop.call_soon(self._loop.call_soon, self._flush)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(b"".join(held))
 
     def _watch(self) -> None:
-        """Fail the exchange whose replies are overdue (closing: a late reply would be taken for
+        """Fail the exchanges whose replies are overdue (closing: a late reply would be taken for
         the next command's); runs until the connection is closed."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and self._loop.time() >= self._deadline:
-            waiter.set_exception(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+        if self._asked and self._loop.time() >= self._asked[0].deadline:
+            self._fail(lambda: aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
             self.close()
         if not self._transport.is_closing():
             self._loop.call_later(self._every, self._watch)
 
+    def _fail(self, error: Callable[[], Exception]) -> None:
+        """Everything still asked fails with a fresh ``error()`` each (raised in several tasks)."""
+        asked, self._asked = self._asked, deque()
+        for item in asked:
+            if not item.future.done():
+                item.future.set_exception(error())
+
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():  # nothing asked: unsolicited, dropped as aiosmtplib does
+        if not self._asked:  # nothing asked: unsolicited, dropped as aiosmtplib does
             self._buffer.clear()
             return
         buffer = self._buffer
         buffer += data
-        while len(self._replies) < self._wanted:
+        while self._asked:
             reply, used = _parse_reply(buffer)
             if reply is None:
                 if len(buffer) > _MAX_REPLY:
                     buffer.clear()
-                    waiter.set_exception(aiosmtplib.SMTPResponseException(
+                    self._fail(lambda: aiosmtplib.SMTPResponseException(
                         aiosmtplib.SMTPStatus.invalid_response, "Response too long"))
                 elif used < 0:
                     buffer.clear()
-                    waiter.set_exception(aiosmtplib.SMTPResponseException(
+                    self._fail(lambda: aiosmtplib.SMTPResponseException(
                         aiosmtplib.SMTPStatus.invalid_response, "Malformed SMTP response"))
                 return
             del buffer[:used]
-            self._replies.append(reply)
-        waiter.set_result(None)
+            asked = self._asked[0]
+            asked.replies.append(reply)
+            if reply.code == _CLOSING:
+                # The server is closing: what it says after this is not to be trusted (a 354 to a
+                # command written before the 421 was read would take content nobody will see
+                # acknowledged). This exchange ends with what it has; all later ones are lost.
+                self._asked.popleft()
+                if not asked.future.done():
+                    asked.future.set_result(None)
+                self._fail(_disconnected)
+                self._held.clear()
+                self.close()
+                return
+            if len(asked.replies) == asked.wanted:
+                self._asked.popleft()
+                if not asked.future.done():  # a cancelled exchange's replies are still its own
+                    asked.future.set_result(None)
 
     def eof_received(self) -> bool:
         self._lost()
@@ -255,14 +332,21 @@ class MailChannel(asyncio.Protocol):
         self._lost(exc)
 
     def _lost(self, exc: Exception | None = None) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self._replies:  # what the server said before it went away
-                waiter.set_result(None)
-            else:
-                error = aiosmtplib.SMTPServerDisconnected("Connection lost")
-                error.__cause__ = exc
-                waiter.set_exception(error)
+        self._held.clear()
+        if self._asked and self._asked[0].replies:  # what the server said before it went away
+            asked = self._asked.popleft()
+            if not asked.future.done():
+                asked.future.set_result(None)
+        def error() -> Exception:
+            lost = _disconnected()
+            lost.__cause__ = exc
+            return lost
+
+        self._fail(error)
+
+
+def _disconnected() -> Exception:
+    return aiosmtplib.SMTPServerDisconnected("Connection lost")
 
 
 def _parse_reply(buffer: bytearray) -> tuple[aiosmtplib.SMTPResponse | None, int]:
