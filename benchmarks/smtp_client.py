@@ -11,12 +11,17 @@ loop, two ways, alternating ``--runs`` times:
   (``worker.channels.smtp_channel``) when the sink offers PIPELINING, which it does.
   ``--no-pipelining`` starts smtp-sink with ``-p`` so the pool sends one command at a time.
 
+``--latency-ms L`` puts a relay far away: a TCP proxy (a thread of this process) between the
+clients and the sink holds everything L/2 ms each way, so each round trip takes L ms more. There
+throughput is what counts (round trips a message); the CPU figures then include the proxy's.
+
 Prints msg/s and the process's CPU milliseconds a message for each run, the medians, and the command
 to reproduce them. Checks that the sink counted every message. Exit status 0, 1 when a count was
 wrong, 2 when smtp-sink is missing and cannot be installed.
 
     .venv/bin/python benchmarks/smtp_client.py                  # 20,000 messages, 10 connections, 3 runs
     .venv/bin/python benchmarks/smtp_client.py --no-pipelining
+    .venv/bin/python benchmarks/smtp_client.py --latency-ms 20 --messages 2000 --connections 2
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +86,51 @@ async def by_pool(port: int, items: list[tuple[str, bytes]], connections: int) -
         await pool.close()
 
 
+class DelayingProxy:
+    """A TCP proxy on 127.0.0.1 that forwards each chunk ``delay`` seconds after it came, each way,
+    in order: a relay ``2 * delay`` seconds away, round trip. Runs its own event loop thread."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port, self.delay = target_port, delay
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(started,), daemon=True).start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._session, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        started.set()
+        self.loop.run_forever()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def forward() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(data)
+            writer.close()
+
+        forwarding = asyncio.ensure_future(forward())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + self.delay, data))
+        except ConnectionError:
+            pass
+        queue.put_nowait(None)
+        await forwarding
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -87,10 +138,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-pipelining", action="store_true",
                         help="smtp-sink -p: the pool sends one command at a time")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="a proxy adds this much to every round trip (a relay far away)")
     args = parser.parse_args()
     binary = ensure_smtp_sink()  # exits 2 when it is missing and cannot be installed
     items = messages(args.messages)
     sink = Sink(binary, ["-p"] if args.no_pipelining else [])
+    proxy = DelayingProxy(sink.port, args.latency_ms / 2000) if args.latency_ms else None
+    port = proxy.port if proxy else sink.port
     figures: dict[str, list[tuple[float, float]]] = {"sendmail": [], "pool": []}
     ok = True
     try:
@@ -98,7 +153,7 @@ def main() -> int:
             for name, way in (("sendmail", by_sendmail), ("pool", by_pool)):
                 before = sink.count(settle=0.05)
                 cpu, wall = time.process_time(), time.perf_counter()
-                asyncio.run(way(sink.port, items, args.connections))
+                asyncio.run(way(port, items, args.connections))
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 got = sink.count(settle=0.05) - before
                 ok &= got == len(items)
@@ -106,13 +161,18 @@ def main() -> int:
                 print(f"run {run + 1} {name:8}: {len(items) / wall:7.0f} msg/s, {cpu / len(items) * 1000:.3f} ms CPU "
                       f"a message; sink counted {got}")
     finally:
+        if proxy:
+            proxy.stop()
         sink.stop()
     print(f"\n== SMTP client, {args.messages} messages of ~{sum(len(d) for _, d in items) // len(items)} bytes, "
-          f"{args.connections} connections, smtp-sink {'without' if args.no_pipelining else 'with'} PIPELINING")
+          f"{args.connections} connections, smtp-sink {'without' if args.no_pipelining else 'with'} PIPELINING"
+          + (f", {args.latency_ms:g} ms more a round trip (CPU includes the proxy's)" if proxy else ""))
     for name, runs in figures.items():
         print(f"{name:8}: median {statistics.median(r for r, _ in runs):.0f} msg/s, "
               f"{statistics.median(c for _, c in runs):.3f} ms CPU a message")
     options = [f"--messages {args.messages}", f"--connections {args.connections}", f"--runs {args.runs}"]
+    if args.latency_ms:
+        options.append(f"--latency-ms {args.latency_ms:g}")
     print("reproduce:", reproduce_command("smtp_client.py",
                                           options + (["--no-pipelining"] if args.no_pipelining else [])))
     if not ok:
