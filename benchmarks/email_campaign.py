@@ -1,7 +1,7 @@
 """Benchmark: one email campaign to N recipients through the real service, against Postfix's smtp-sink.
 
 Creates a fresh PostgreSQL database with N contacts, checks that the Redis db is not used by anyone
-else and flushes it, starts smtp-sink and ``campaign-dispatch worker --processes 2 --threads 8``
+else and flushes it, starts smtp-sink and ``campaign-dispatch worker --processes 2 --threads 4``
 (a subprocess), runs the scheduler's jobs here every 0.5 s, creates an ``execute_now`` campaign
 and times it from ``send_at`` to ``completed``. Meanwhile it samples each worker process's peak
 RSS (/proc VmHWM), Redis ``used_memory`` (peak, and growth over the idle baseline) and the sink's
@@ -503,7 +503,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--raw-connections", type=int, default=10)
     parser.add_argument("--raw-sample", type=int, metavar="K",
                         help="messages of each raw aiosmtplib run (default: min(recipients, 100000))")

@@ -59,7 +59,7 @@ def _serve_metrics(app: App, checks: tuple[str, ...], *, supervising: bool = Fal
 
 @click.command("worker")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.pass_obj
 def worker_cmd(app: App, processes: int, threads: int) -> None:
     """Consume the queues (Dramatiq) until SIGTERM."""
@@ -93,7 +93,7 @@ def scheduler_cmd(app: App) -> None:
 
 
 @click.command("run")
-@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option("--api-port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port of the HTTP API served beside the worker (0: any free port).")
 @click.option("--api-host", default="127.0.0.1", show_default=True)
