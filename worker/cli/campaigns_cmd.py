@@ -16,7 +16,7 @@ from worker.pipeline import queries
 from worker.pipeline.app import App
 from worker.cli.output import emit, read_json_file
 
-PAGE = click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+PAGE = click.option("--page", type=click.IntRange(1, queries.MAX_PAGE), default=1, show_default=True)
 PER_PAGE = click.option("--per-page", "per_page", type=click.IntRange(1, queries.MAX_PER_PAGE), default=15,
                         show_default=True)
 

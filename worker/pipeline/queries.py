@@ -26,13 +26,17 @@ from worker.pipeline.app import App
 STATUSES = (*(s.value for s in CampaignStatus), "sent")
 """The values ``list_campaigns`` filters on (``sent`` means completed, as in the seed)."""
 MAX_PER_PAGE = 500
+# Past the last page a list is empty; this bound keeps the row offset ((page - 1) x per_page) a
+# 64-bit integer, as the database needs it (a larger one was an error of the database, a 500).
+MAX_PAGE = 2**31 - 1
 
 
 def check_page(page: int, per_page: int) -> None:
-    """Raise ValidationFailed naming ``page`` / ``per_page`` unless page >= 1 and 1 <= per_page <= 500."""
+    """Raise ValidationFailed naming ``page`` / ``per_page`` unless 1 <= page <= MAX_PAGE and
+    1 <= per_page <= MAX_PER_PAGE."""
     errors: dict[str, list[str]] = {}
-    if page < 1:
-        errors["page"] = ["The page must be at least 1."]
+    if not 1 <= page <= MAX_PAGE:
+        errors["page"] = [f"The page must be between 1 and {MAX_PAGE}."]
     if not 1 <= per_page <= MAX_PER_PAGE:
         errors["per_page"] = [f"The per_page must be between 1 and {MAX_PER_PAGE}."]
     if errors:

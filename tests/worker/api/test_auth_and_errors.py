@@ -77,6 +77,12 @@ def test_wrong_fields_are_422_naming_the_dotted_field(api: Served):
     assert api.client.get("/campaigns", params={"page": "x"}).json()["errors"] == {
         "page": ["Input should be a valid integer, unable to parse string as an integer"]}
     assert "per_page" in api.client.get("/campaigns", params={"per_page": 0}).json()["errors"]
+    # A page whose row offset would not fit the database's integers: a 422 naming it, not a 500.
+    for path in ("/campaigns", "/campaigns/some-id/messages", "/campaigns/some-id/recipients"):
+        huge = api.client.get(path, params={"page": 10**30})
+        assert huge.status_code == 422 and huge.json()["errors"] == {
+            "page": ["The page must be between 1 and 2147483647."]}, (path, huge.text)
+    assert api.client.get("/campaigns", params={"page": 2**31 - 1, "per_page": 500}).json()["data"] == []
     not_object = api.client.post("/campaigns", json=[1, 2])
     assert not_object.status_code == 422 and "body" in not_object.json()["errors"]
 
