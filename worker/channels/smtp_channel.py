@@ -15,9 +15,10 @@ content; and the connection may be lent to the next message as soon as the conte
 another costs one write and one round trip a message. Replies are paired with what asked for them
 in the order they were asked. A 421 (the server is closing) ends the connection at once: nothing
 asked after it is answered, and no content goes out after it. Without PIPELINING the commands go
-one at a time, stopping at the first refusal, as ``sendmail`` does. The outcomes are aiosmtplib's: the same replies and the same exceptions
-(``SMTPSenderRefused``, ``SMTPRecipientsRefused``, ``SMTPDataError``, ``SMTPServerDisconnected``,
-``SMTPReadTimeoutError``), so ``smtp_outcomes`` classifies them unchanged.
+one at a time, stopping at the first refusal, as ``sendmail`` does. The outcomes are aiosmtplib's:
+the same replies and the same exceptions (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
+``SMTPDataError``, ``SMTPServerDisconnected``, ``SMTPReadTimeoutError``), so ``smtp_outcomes``
+classifies them unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class _Asked:
 
 class MailChannel(asyncio.Protocol):
     """One open, greeted (and logged in) session's mail transactions. Use from its event loop,
-    one call at a time (the pool lends a connection to one send at a time)."""
+    one transaction at a time, except that a transaction started with ``lend`` lets the next one
+    start while its final reply is still to come (the pool lends a connection to one send at a
+    time, and to the next once the content is queued)."""
 
     def __init__(self, smtp: aiosmtplib.SMTP, *, timeout: float | None) -> None:
         """Take over ``smtp``'s transport: from here on only this object talks to the server."""
