@@ -248,7 +248,7 @@ class MailChannel(asyncio.Protocol):
     def _ask(self, replies: int) -> _Asked:
         """Expect ``replies`` more replies, after those asked before."""
         if self._transport.is_closing():
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            raise _disconnected()
         if not self._asked:
             self._buffer.clear()  # what came unasked since the last replies must not pair with these
         deadline = self._loop.time() + self._timeout if self._timeout is not None else 0.0
@@ -280,6 +280,12 @@ class MailChannel(asyncio.Protocol):
             self.close()
         if not self._transport.is_closing():
             self._loop.call_later(self._every, self._watch)
+
+    def _answered(self) -> None:
+        """The oldest exchange has its replies (all, or all there will be): it is over."""
+        asked = self._asked.popleft()
+        if not asked.future.done():  # a cancelled exchange's replies are still its own
+            asked.future.set_result(None)
 
     def _fail(self, error: Callable[[], Exception]) -> None:
         """Everything still asked fails with a fresh ``error()`` each (raised in several tasks)."""
@@ -315,17 +321,13 @@ class MailChannel(asyncio.Protocol):
                 # The server is closing: what it says after this is not to be trusted (a 354 to a
                 # command written before the 421 was read would take content nobody will see
                 # acknowledged). This exchange ends with what it has; all later ones are lost.
-                self._asked.popleft()
-                if not asked.future.done():
-                    asked.future.set_result(None)
+                self._answered()
                 self._fail(_disconnected)
                 self._held.clear()
                 self.close()
                 return
             if len(asked.replies) == asked.wanted:
-                self._asked.popleft()
-                if not asked.future.done():  # a cancelled exchange's replies are still its own
-                    asked.future.set_result(None)
+                self._answered()
 
     def eof_received(self) -> bool:
         self._lost()
@@ -337,9 +339,8 @@ class MailChannel(asyncio.Protocol):
     def _lost(self, exc: Exception | None = None) -> None:
         self._held.clear()
         if self._asked and self._asked[0].replies:  # what the server said before it went away
-            asked = self._asked.popleft()
-            if not asked.future.done():
-                asked.future.set_result(None)
+            self._answered()
+
         def error() -> Exception:
             lost = _disconnected()
             lost.__cause__ = exc
