@@ -10,6 +10,8 @@ from email.parser import BytesParser
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from renderers.errors import HeaderInjection, InvalidAddress, RenderError
 from renderers import mime
@@ -129,6 +131,24 @@ def test_long_lines_trailing_spaces_and_dots_survive():
     text = "a" * 300 + "   \n.\n..leading dots\nFrom the start\n=3D not decoded twice\r\nCRLF line\n"
     plain = next(parse(email(text=text)).iter_parts())
     assert lf(plain.get_content()) == text.replace("\r\n", "\n")
+
+
+# Bodies as templates may render them: line ends of every kind, dots, NULs, long lines, non-ASCII.
+_BODY = st.lists(st.sampled_from(["\r", "\n", "\r\n", ".", "\x00", "a", "é", "Ø", " ", "=", "x" * 500, "-"]),
+                 max_size=60).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(html=_BODY, text=_BODY, subject=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")),
+                                               max_size=120))
+def test_every_line_of_a_built_email_ends_in_crlf(html, text, subject):
+    # The SMTP channel is told so (OutgoingMail.crlf) and skips its own scan: this is what it relies on.
+    raw = EmailFrame(from_addr=FROM, reply_to=REPLY).build(**personal(html=html, text=text, subject=subject))
+    assert raw.endswith(b"\r\n")
+    assert raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r")
+    plain, rich = parse(raw).iter_parts()
+    assert lf(plain.get_content()) == text.replace("\r\n", "\n").replace("\r", "\n")
+    assert lf(rich.get_content()) == html.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _encodings(raw: bytes) -> list[str]:

@@ -160,12 +160,13 @@ def test_a_relay_that_says_354_after_refusing_the_recipient_gets_no_content_and_
     assert [m.rcpt_tos for m in server.messages] == [("r2@example.com",)]
 
 
+@pytest.mark.parametrize("crlf", [False, True], ids=["line-ends-scanned", "line-ends-vouched-for"])
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-command-at-a-time", "pipelining"])
-def test_lines_starting_with_a_dot_arrive_unchanged(pipelining):
+def test_lines_starting_with_a_dot_arrive_unchanged(pipelining, crlf):
     body = ".\r\n..two dots\r\n.leading dot\r\nend."
     with SmtpTestServer(pipelining=pipelining) as server, \
             SmtpSender(SmtpConfig.from_url(server.url), retry_delays=()) as sender:
-        outcome = sender.send("b@acme.example", ["r1@example.com"], message(1, body))
+        (outcome,) = sender.send_many([OutgoingMail("b@acme.example", ["r1@example.com"], message(1, body), crlf=crlf)])
     assert isinstance(outcome, SendResult)
     assert [m.data for m in server.messages] == [message(1, body)]
 

@@ -46,7 +46,7 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
             rendered(perf_counter() - started)
             # Compressed for the archive here, with the rendering, not in the SMTP event loop.
             outgoing.append((item.row, runtime.archive.pack(email.html),
-                             OutgoingMail(email.envelope_from, [email.rcpt], email.data)))
+                             OutgoingMail(email.envelope_from, [email.rcpt], email.data, crlf=True)))
         submitted = [rounds.submit(failed)] if failed else []
         untried: list[Claimed] = []
         faults: list[CampaignWideSmtpError] = []

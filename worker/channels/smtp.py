@@ -98,14 +98,16 @@ class SmtpPool:
         self._send_seconds = SMTP_SEND_SECONDS.observe
 
     async def send(self, envelope_from: str, recipients: Sequence[str], message: bytes,
-                   settle: Callable[[SendResult], Awaitable[None]] | None = None) -> SendResult:
+                   settle: Callable[[SendResult], Awaitable[None]] | None = None, *,
+                   crlf: bool = False) -> SendResult:
         """Send one message to exactly `recipients`. Raises TransientSmtpError or PermanentSmtpError
         for this message, or a CampaignWideSmtpError when no connection can be opened.
 
         ``settle(result)``, when given, is awaited once the message was accepted: the caller records
         the outcome there. Its connection goes on to the next message meanwhile, but the content of
         a message with a ``settle`` goes out only while fewer than `size` such messages are
-        accepted or on the wire and not yet settled: that is all a crash can repeat."""
+        accepted or on the wire and not yet settled: that is all a crash can repeat. ``crlf``: the
+        message's line ends are all CRLF already (``OutgoingMail.crlf``)."""
         if self._closed:
             raise RuntimeError("SmtpPool is closed")
         if not recipients:
@@ -131,7 +133,7 @@ class SmtpPool:
                     refused, final = await conn.smtp.start(
                         envelope_from, recipients, message,
                         self._mail_options(conn.smtp, envelope_from, recipients, message),
-                        before_content if settle is not None else None, lend=lend)
+                        before_content if settle is not None else None, lend=lend, crlf=crlf)
                     if not lend:
                         reply = await final
                 except BaseException as exc:
@@ -419,7 +421,7 @@ class SmtpSender:
         while True:
             attempt += 1
             try:
-                result = await pool.send(item.envelope_from, item.recipients, item.message, settle)
+                result = await pool.send(item.envelope_from, item.recipients, item.message, settle, crlf=item.crlf)
             except SmtpLoginRefused:
                 raise  # the same password fails the same way: final at once
             except RelayUnreachable:

@@ -101,11 +101,16 @@ class SendResult:
 
 @dataclass(frozen=True)
 class OutgoingMail:
-    """One message with its explicit envelope (recipients are never taken from the headers)."""
+    """One message with its explicit envelope (recipients are never taken from the headers).
+
+    ``crlf``: every line of ``message`` already ends in CRLF and nowhere else is there a CR or LF
+    (what ``renderers.mime`` builds), so the channel skips its scan for other line ends.
+    """
 
     envelope_from: str
     recipients: Sequence[str]
     message: bytes
+    crlf: bool = False
 
 
 def _reply(code: int, text: str) -> str:
