@@ -100,8 +100,9 @@ class BatchRounds:
         # The status is read behind the round's outcomes, as of after they were written: a pause or
         # cancel stops every thread after the round it had in flight.
         asked = self.app.recorder.ask_status(self.batch.campaign_id)
+        self.app.recorder.wait(asked)  # written after every round submitted before it
         for item in submitted:
-            written = self.app.recorder.wait(item)
+            written = self.app.recorder.outcome(item)
             outcomes = written.outcomes
             self.recorded += written.done
             self.sent += len(outcomes.sent)
@@ -111,7 +112,7 @@ class BatchRounds:
             self.held.difference_update(row_id for row_id, *_ in outcomes.sent)
             self.held.difference_update(row_id for row_id, _ in outcomes.failed + outcomes.skipped)
             self.held.difference_update(row.id for row, _ in outcomes.transient)
-        self.status = self.app.recorder.wait(asked).status or CampaignStatus.CANCELLED
+        self.status = asked.status or CampaignStatus.CANCELLED
         return self.status == CampaignStatus.SENDING
 
     def record(self, outcomes: Outcomes) -> bool:
