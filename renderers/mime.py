@@ -207,10 +207,11 @@ def _body(content: str, content_type: str, boundary: str) -> bytes:
     if "\r" in content:  # a scan for CR is far cheaper than two replaces that find nothing
         content = content.replace("\r\n", "\n").replace("\r", "\n")
     if content.isascii() and "\x00" not in content and boundary not in content \
-            and len(max(content.split("\n"), key=len)) <= _MAX_7BIT_LINE:
+            and (len(content) <= _MAX_7BIT_LINE or max(map(len, content.split("\n"))) <= _MAX_7BIT_LINE):
         # Already 7bit (RFC 2045 2.7): sent as it is. Quoted-printable would cost ~4x as much CPU
         # for nothing; the boundary check keeps a part from ever holding its message's boundary.
-        return b"".join((_PART_HEADS[content_type, "7bit"], content.replace("\n", "\r\n").encode("ascii"), b"\r\n"))
+        # Encoded first: replacing in bytes is a third of the cost of replacing in the str.
+        return b"".join((_PART_HEADS[content_type, "7bit"], content.encode("ascii").replace(b"\n", b"\r\n"), b"\r\n"))
     data = content.encode("utf-8")
     if len(data) - len(content) > len(content) // 4:  # mostly non-ASCII: base64 is smaller
         return _PART_HEADS[content_type, "base64"] + base64.encodebytes(data).replace(b"\n", b"\r\n")

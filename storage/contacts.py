@@ -10,6 +10,7 @@ whole contact: a field it leaves out is stored as null.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -304,33 +305,47 @@ def contacts_by_id(session: Session, ids: list[str]) -> dict[str, Row]:
     return {row.id: row for row in rows}
 
 
+def _account(contact: ContactLike) -> dict[str, Any] | None:
+    if contact.account_id is None and contact.account_name is None:
+        return None
+    return {"id": contact.account_id, "name": contact.account_name}
+
+
+# What a template reads of a contact besides its fixed fields, in the seed's names, by name.
+_TEMPLATE_READS: dict[str, Callable[[ContactLike, Any], Any]] = {
+    "id": lambda contact, user: contact.id,
+    "b2c": lambda contact, user: contact.b2c,
+    "account": lambda contact, user: _account(contact),
+    "user": lambda contact, user: user,
+    "team_id": lambda contact, user: contact.team_id,
+    "status": lambda contact, user: contact.status,
+    "custom_fields": lambda contact, user: contact.custom_fields,
+    "created_at": lambda contact, user: timefmt.fmt(contact.created_at),
+    "updated_at": lambda contact, user: timefmt.fmt(contact.updated_at),
+}
+FIXED_NAMES: tuple[str, ...] = tuple(field.name for field in FIXED_FIELDS)  # in the catalogue's order
+
+
+def template_field(contact: ContactLike, user: Any, name: str) -> Any:
+    """One of ``contact_for_templates``'s values other than ``fixed_fields`` (a fixed field's value
+    is the contact's attribute of its name), read alone: for a record that reads only what a
+    template asks for (``renderers.context.contact_record``)."""
+    return _TEMPLATE_READS[name](contact, user)
+
+
 def contact_for_templates(contact: ContactLike, user: Any) -> dict[str, Any]:
     """What a template reads of a contact, in the seed's names: ``contact_to_seed`` without what no
     template can reach (the fixed fields' catalogue entries, consent, social profile), fixed fields
-    as ``{name: value}``. Built for every recipient, so lean; ``user`` is ``user_to_seed``'s dict.
-    ``contact``: a Contact or a row of ``contacts_by_id``."""
-    account = None
-    if contact.account_id is not None or contact.account_name is not None:
-        account = {"id": contact.account_id, "name": contact.account_name}
-    return {
-        "id": contact.id,
-        "b2c": contact.b2c,
-        "account": account,
-        "user": user,
-        "team_id": contact.team_id,
-        "status": contact.status,
-        "fixed_fields": {field.name: getattr(contact, field.name) for field in FIXED_FIELDS},
-        "custom_fields": contact.custom_fields,
-        "created_at": timefmt.fmt(contact.created_at),
-        "updated_at": timefmt.fmt(contact.updated_at),
-    }
+    as ``{name: value}``; ``user`` is ``user_to_seed``'s dict. ``contact``: a Contact or a row of
+    ``contacts_by_id``. (Delivery reads the same values one at a time: ``template_field``.)"""
+    values = {name: read(contact, user) for name, read in _TEMPLATE_READS.items()}
+    values["fixed_fields"] = {name: getattr(contact, name) for name in FIXED_NAMES}
+    return values
 
 
 def contact_to_seed(contact: Contact, user: User | None, team: Team | None = None) -> dict[str, Any]:
     """The seed's recipient shape of a stored contact (without a recipients listing's ``delivery``)."""
-    account = None
-    if contact.account_id is not None or contact.account_name is not None:
-        account = {"id": contact.account_id, "name": contact.account_name}
+    account = _account(contact)
     stored_consent = contact.consent or {}
     consent = {ch: stored_consent.get(ch) or {"consent_given": None, "updated_at": ""} for ch in CONSENT_CHANNELS}
     consent.update({k: v for k, v in stored_consent.items() if k not in consent})
