@@ -10,7 +10,11 @@ system) per email for each case, best of ``--passes``.
 What it shows: the same work costs more CPU on more threads only where a thread lets go of the GIL
 mid-message. zlib releases it around every ``compress`` and ``flush`` call; with other threads
 waiting, each release hands the GIL over and the thread waits for it back (a context switch each).
-Without the compression, 4 threads cost what 1 does.
+Without the compression, 4 threads cost what 1 does. (Tried and not kept: a lock so that a
+process's threads build their rounds one at a time brought 4 threads here to 75-84 us an email
+against 104-113, but ``email_campaign.py --recipients 40000``, six pairs on 2026-11-29, showed no
+gain: 0.29-0.44 ms of worker CPU a message with it, 0.265-0.365 without. A worker's threads spend
+much of their time waiting on the database and the relay, not building side by side.)
 
     .venv/bin/python benchmarks/render_threads.py
     .venv/bin/python benchmarks/render_threads.py --recipients 5000 --passes 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from time import perf_counter
 
 import structlog
@@ -16,13 +15,6 @@ from worker.channels.rate import Limiter, NoLimit
 from worker.channels.smtp import CampaignWideSmtpError, OutgoingMail, PermanentSmtpError, SendResult, SmtpSender
 
 log = structlog.get_logger()
-
-# A process's threads build their rounds one at a time. Building is CPU work under the GIL either
-# way, but compressing each content for the archive lets go of the GIL twice (zlib does, around its
-# work), and with other threads waiting to build, every such release hands the GIL over and costs
-# a context switch to get it back. benchmarks/render_threads.py: four threads building at once
-# used 104-113 us of CPU an email, taking turns a round at a time 75-84, one thread alone 73-79.
-_BUILDING = threading.Lock()
 
 
 def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], rounds: Rounds, *,
@@ -43,19 +35,18 @@ def send_emails(smtp: SmtpSender, runtime: CampaignRuntime, ready: list[Ready], 
         part = ready[start:start + rounds.size]
         failed = Outcomes()
         outgoing: list[tuple[Claimed, str, OutgoingMail]] = []
-        with _BUILDING:
-            for item in part:
-                started = perf_counter()
-                try:
-                    email = runtime.email(item.contact, item.user)
-                except RenderError as exc:
-                    failed.failed.append((item.row.id, str(exc)))
-                    log.warning("deliver.render_failed", contact_id=item.row.contact_id, error=str(exc))
-                    continue
-                rendered(perf_counter() - started)
-                # Compressed for the archive here, with the rendering, not in the SMTP event loop.
-                outgoing.append((item.row, runtime.archive.pack(email.html),
-                                 OutgoingMail(email.envelope_from, [email.rcpt], email.data, crlf=True)))
+        for item in part:
+            started = perf_counter()
+            try:
+                email = runtime.email(item.contact, item.user)
+            except RenderError as exc:
+                failed.failed.append((item.row.id, str(exc)))
+                log.warning("deliver.render_failed", contact_id=item.row.contact_id, error=str(exc))
+                continue
+            rendered(perf_counter() - started)
+            # Compressed for the archive here, with the rendering, not in the SMTP event loop.
+            outgoing.append((item.row, runtime.archive.pack(email.html),
+                             OutgoingMail(email.envelope_from, [email.rcpt], email.data, crlf=True)))
         submitted = [rounds.submit(failed)] if failed else []
         untried: list[Claimed] = []
         faults: list[CampaignWideSmtpError] = []
