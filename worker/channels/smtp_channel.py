@@ -122,7 +122,7 @@ class MailChannel(asyncio.Protocol):
         """Send ``message`` from ``sender`` to ``recipients`` (bare addresses; ``options`` such as
         ``SMTPUTF8`` and ``BODY=8BITMIME`` go on MAIL FROM). Returns the refused recipients with
         their replies and the final reply's text, as ``sendmail`` does; raises as it does, after an
-        RSET for a refused step. ``message`` may have any line endings; CRLF ones cost nothing.
+        RSET for a refused step. ``message`` may have any line endings (made CRLF; see ``start``'s ``crlf``).
 
         ``before_content()``, when given, is awaited once the server is ready for the content (its
         354), just before the content goes out: from there on the message may be accepted. If it
