@@ -95,7 +95,8 @@ def main() -> int:
                 user, system = min((one_case(runtime, items, threads, pack) for _ in range(args.passes)), key=sum)
                 print(f"{threads:>8} {'packed' if pack else 'no':>8} {user * 1e6:7.1f} {system * 1e6:7.1f} "
                       f"{(user + system) * 1e6:7.1f}")
-        print(f"reproduce: {reproduce_command('render_threads.py', [f'--recipients {args.recipients}', f'--passes {args.passes}'])}")
+        options = [f"--recipients {args.recipients}", f"--passes {args.passes}"]
+        print(f"reproduce: {reproduce_command('render_threads.py', options)}")
     finally:
         app.close()
         db.drop()
