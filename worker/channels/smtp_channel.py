@@ -172,7 +172,7 @@ class MailChannel(asyncio.Protocol):
         if len(replies) < len(commands) and not any(r.code == _CLOSING for r in replies) \
                 and all(r.code in _OK for r in replies):
             self.close()  # the server went away mid-way (_exchange returned what it had)
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            raise _disconnected()
         refused = {rcpt: reply for rcpt, reply in zip(recipients, replies[1:]) if reply.code not in _OK}
         data = replies[-1] if len(replies) == len(commands) else None
         closing = next((r for r in replies if r.code == _CLOSING), None)
@@ -185,7 +185,7 @@ class MailChannel(asyncio.Protocol):
         elif closing is not None:  # the server is closing: transient, whatever it said after
             error = aiosmtplib.SMTPResponseException(closing.code, closing.message)
         elif data is None:
-            error = aiosmtplib.SMTPServerDisconnected("Connection lost")
+            error = _disconnected()
         elif data.code != _START_INPUT:
             error = aiosmtplib.SMTPDataError(data.code, data.message)
         if error is not None:
