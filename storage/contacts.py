@@ -327,20 +327,12 @@ FIXED_NAMES: tuple[str, ...] = tuple(field.name for field in FIXED_FIELDS)  # in
 
 
 def template_field(contact: ContactLike, user: Any, name: str) -> Any:
-    """One of ``contact_for_templates``'s values other than ``fixed_fields`` (a fixed field's value
-    is the contact's attribute of its name), read alone: for a record that reads only what a
-    template asks for (``renderers.context.contact_record``)."""
+    """What a template reads of a contact besides its fixed fields (a fixed field's value is the
+    contact's attribute of its name), one value by its seed name: ``id``, ``b2c``, ``account``,
+    ``user`` (``user_to_seed``'s dict, passed in), ``team_id``, ``status``, ``custom_fields``,
+    ``created_at``, ``updated_at``. ``contact``: a Contact or a row of ``contacts_by_id``. Delivery
+    reads them one at a time, as a template asks (``renderers.context.contact_record``)."""
     return _TEMPLATE_READS[name](contact, user)
-
-
-def contact_for_templates(contact: ContactLike, user: Any) -> dict[str, Any]:
-    """What a template reads of a contact, in the seed's names: ``contact_to_seed`` without what no
-    template can reach (the fixed fields' catalogue entries, consent, social profile), fixed fields
-    as ``{name: value}``; ``user`` is ``user_to_seed``'s dict. ``contact``: a Contact or a row of
-    ``contacts_by_id``. (Delivery reads the same values one at a time: ``template_field``.)"""
-    values = {name: read(contact, user) for name, read in _TEMPLATE_READS.items()}
-    values["fixed_fields"] = {name: getattr(contact, name) for name in FIXED_NAMES}
-    return values
 
 
 def contact_to_seed(contact: Contact, user: User | None, team: Team | None = None) -> dict[str, Any]:

@@ -103,7 +103,7 @@ class CampaignRuntime:
         """The template context for one contact (CONTRACT section 4)."""
         campaign, sender = self._shared_context
         # Each value read from the contact when the template first asks for it (a template reads a
-        # handful of a contact's ~25 names): the same values as build_context(contact_for_templates(...)).
+        # handful of a contact's ~25 names).
         record = contact_record(partial(getattr, contact), partial(template_field, contact, self._user(user)),
                                 FIXED_NAMES)
         return context_of(record, campaign, sender, unsubscribe_url)
