@@ -281,13 +281,18 @@ def sink_marks(series: list[tuple[float, int]], start: int, total: int, t0: floa
 
 
 CATEGORIES = [  # (label, substring of a py-spy frame): the first label with a frame in the stack wins
-    ("render: html_to_text", "html_to_text ("), ("mime: build_email", "build_email ("),
-    ("render: jinja", "render_template ("), ("render: context", "context (worker/channels/campaign_runtime"),
-    ("recheck", "recheck ("), ("sql: claim", "claim (storage/ledger"), ("sql: load contacts", "_load_contacts ("),
-    ("sql: archive", "_archive ("), ("sql: finish", "finish (storage/ledger"), ("sql: release", "release (storage/ledger"),
-    ("sql: other", "sqlalchemy/"),
-    ("smtp: aiosmtplib", "aiosmtplib/"), ("smtp: pool", "worker/channels/smtp.py"), ("smtp: event loop", "run_forever ("),
-    ("render: other (footer, Message-ID, unsubscribe URL)", "CampaignRuntime.email ("),
+    ("dkim signing", "renderers/dkim.py"), ("archive compression", "Packer.pack ("),
+    ("render: text alternative", "renderers/plain_text.py"), ("render: contact record", "renderers/context.py"),
+    ("render: jinja", "jinja2/"), ("render: jinja", "render_chunks ("), ("mime", "renderers/mime.py"),
+    ("render: other (footer, unsubscribe URL)", "CampaignRuntime.email ("),
+    ("sql: outcome writes", "worker/pipeline/recorder.py"), ("sql: claim", "claim (storage/ledger"),
+    ("sql: load contacts", "_load_contacts ("), ("sql: campaign finished?", "finish_now ("),
+    ("sql: campaign and runtime", "RuntimeCache.get ("), ("sql: campaign and runtime", "Session.get ("),
+    ("recheck", "recheck ("), ("sql: other", "sqlalchemy/"),
+    ("smtp: channel", "worker/channels/smtp_channel.py"), ("smtp: pool", "worker/channels/smtp.py"),
+    ("smtp: aiosmtplib", "aiosmtplib/"),
+    # uvloop's own work (C) is sampled in the frame that started its thread
+    ("smtp: event loop", "Thread.run (threading.py"),
     ("delivery: other", "worker/pipeline/delivery.py"), ("delivery: other", "worker/channels/email.py"),
     ("broker: dramatiq + redis", "dramatiq/"),
 ]
