@@ -73,7 +73,7 @@ from benchmarks.harness import (  # noqa: E402
     RESULTS, BenchDatabase, Sink, WorkerSampler, cleanup, collect_profiles, cpu_by_role, cpu_snapshot, drive,
     end_summary, ensure_smtp_sink, exit_status, git_describe, load_contacts, log, machine_before, phases, proc_kib,
     recorded, redis_db_is_ours, reproduce_command, spawned_children, start_profilers, start_workers, steady_rate,
-    stop_profilers, stop_workers, summarize_profile, target_lines, tuning_env, wait_ready)
+    stop_profilers, stop_workers, summarize_profile, target_lines, tuning_env, wait_ready, write_dkim_key)
 from scheduler.service import run_once  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Contact, Recipient, User  # noqa: E402
@@ -353,25 +353,12 @@ class Run:
         """A directory with a fresh key for ``domain`` (``bench.<domain>.pem``: RSA-2048, or
         ``bench.<domain>.ed25519`` with ``--dkim ed25519``), checked as the workers will load it;
         nothing is published, as the sink verifies nothing."""
-        import base64
-
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
         from renderers.dkim import load_keys
 
         folder = self.workdir / "dkim"
-        folder.mkdir(mode=0o700)
-        if self.args.dkim == "ed25519":
-            seed = ed25519.Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-            (folder / f"bench.{domain}.ed25519").write_bytes(base64.b64encode(seed) + b"\n")
-            self.result["dkim"] = f"ed25519-sha256, for {domain}"
-        else:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            (folder / f"bench.{domain}.pem").write_bytes(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            self.result["dkim"] = f"rsa-sha256, 2048 bits, for {domain}"
+        write_dkim_key(folder, domain, self.args.dkim)
+        self.result["dkim"] = (f"ed25519-sha256, for {domain}" if self.args.dkim == "ed25519"
+                               else f"rsa-sha256, 2048 bits, for {domain}")
         assert load_keys(folder).signs(domain)
         return folder
 

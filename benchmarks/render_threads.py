@@ -16,8 +16,17 @@ against 104-113, but ``email_campaign.py --recipients 40000``, six pairs on 2026
 gain: 0.29-0.44 ms of worker CPU a message with it, 0.265-0.365 without. A worker's threads spend
 much of their time waiting on the database and the relay, not building side by side.)
 
+``--dkim rsa|ed25519`` signs every email too (a throwaway key for the sender's domain, as the
+workers sign with ``DKIM_KEYS_DIR`` set): hashlib lets go of the GIL to hash 2,048 bytes or more
+(the body's hash), and ``cryptography`` around every signature. (Tried and not kept: hashing the
+body in pieces under 2,048 bytes, which keeps the GIL, brought 4 threads here from 252-264 to
+224-225 us an email with ed25519 but changed nothing with the archive compression on, nor in
+``email_campaign.py --recipients 40000 --dkim ed25519``, two pairs on 2026-11-29: 0.412 and 0.443
+ms of worker CPU a message before, 0.417 and 0.427 with it.)
+
     .venv/bin/python benchmarks/render_threads.py
     .venv/bin/python benchmarks/render_threads.py --recipients 5000 --passes 3
+    .venv/bin/python benchmarks/render_threads.py --dkim ed25519
 
 Env: BENCH_PG_ADMIN_URL (postgresql+psycopg://postgres@127.0.0.1:5432/postgres). The database is
 dropped at the end.
@@ -28,16 +37,18 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import reproduce_command  # noqa: E402
+from benchmarks.harness import reproduce_command, write_dkim_key  # noqa: E402
 from benchmarks.ledger_bytes import fanned_out_newsletter, smtpless_app  # noqa: E402
 from storage.ledger import claim  # noqa: E402
 from storage.models import Campaign  # noqa: E402
+from renderers.dkim import load_keys  # noqa: E402
 from storage.timefmt import now  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
 from worker.pipeline.delivery import _load_contacts  # noqa: E402
@@ -72,12 +83,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=2_000)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--dkim", choices=["rsa", "ed25519"], help="sign every email with a throwaway key")
     args = parser.parse_args()
     db, app = smtpless_app("render_threads")
     try:
         campaign_id, batches = fanned_out_newsletter(app, args.recipients)
-        with app.sessions() as session:
-            runtime = build_runtime(session, session.get(Campaign, campaign_id), app.settings.campaign_domain_suffix)
+        with app.sessions() as session, tempfile.TemporaryDirectory() as keys:
+            campaign, suffix = session.get(Campaign, campaign_id), app.settings.campaign_domain_suffix
+            runtime = build_runtime(session, campaign, suffix)
+            if args.dkim:
+                write_dkim_key(Path(keys) / "dkim", runtime.sender.domain, args.dkim)
+                runtime = build_runtime(session, campaign, suffix, load_keys(Path(keys) / "dkim"))
+                assert runtime.dkim is not None
         rows = []
         for batch in batches:
             with app.sessions.begin() as session:
@@ -87,15 +104,17 @@ def main() -> int:
         items = [(contacts[row.contact_id], users.get(contacts[row.contact_id].user_id)) for row in rows]
         tune_gc()  # as a worker process is tuned once started
         one_case(runtime, items, 1, True)  # warm: shapes of the text alternative, caches
-        print(f"\n== {len(items):,} emails (the email benchmark's newsletter) built by each of T threads at once; "
-              f"us of process CPU an email, best of {args.passes}")
+        signed = f", DKIM-signed ({args.dkim})" if args.dkim else ""
+        print(f"\n== {len(items):,} emails (the email benchmark's newsletter{signed}) built by each of T threads at "
+              f"once; us of process CPU an email, best of {args.passes}")
         print(f"{'threads':>8} {'archive':>8} {'user':>7} {'system':>7} {'all':>7}")
         for threads in (1, 2, 4):
             for pack in (False, True):
                 user, system = min((one_case(runtime, items, threads, pack) for _ in range(args.passes)), key=sum)
                 print(f"{threads:>8} {'packed' if pack else 'no':>8} {user * 1e6:7.1f} {system * 1e6:7.1f} "
                       f"{(user + system) * 1e6:7.1f}")
-        options = [f"--recipients {args.recipients}", f"--passes {args.passes}"]
+        options = [f"--recipients {args.recipients}", f"--passes {args.passes}",
+                   *([f"--dkim {args.dkim}"] if args.dkim else [])]
         print(f"reproduce: {reproduce_command('render_threads.py', options)}")
     finally:
         app.close()
