@@ -7,8 +7,8 @@ a temporary directory, one directory per key, named as ``load_keys`` expects
 (``bench.acme.example.pem``, PKCS#8, and ``bench.acme.example.ed25519``, the base64 seed), and times,
 in one process, ``--runs`` times in turn:
 
-- ``sign``: ``signer.sign(message, "acme.example")`` for each of the N messages, as the workers call
-  it (the From domain given), for each algorithm;
+- ``sign``: ``signer.sign(message, "acme.example", crlf=True)`` for each of the N messages, as the
+  workers call it (the From domain given, the line ends vouched for), for each algorithm;
 - ``key op``: the bare private-key operation N times on a SHA-256 digest (RSA PKCS#1 v1.5 of the
   prehashed digest; Ed25519 of the digest's 32 bytes), which is what ``sign`` cannot avoid: the
   rest of ``sign`` is parsing, canonicalisation, the two hashes and the header;
@@ -37,10 +37,10 @@ signature did not verify.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import statistics
 import sys
 import tempfile
@@ -53,11 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dkim  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: E402
 
-from benchmarks.harness import reproduce_command  # noqa: E402
+from benchmarks.harness import reproduce_command, write_dkim_key  # noqa: E402
 from benchmarks.smtp_client import messages  # noqa: E402
 
 DOMAIN = "acme.example"  # benchmarks.smtp_client.SENDER's domain
@@ -68,22 +68,8 @@ ALGORITHMS = ("rsa", "ed25519")
 def write_keys(folder: Path) -> dict[str, tuple[Path, bytes]]:
     """One directory per algorithm under ``folder``, each with one fresh key for DOMAIN:
     {algorithm: (directory, the DNS TXT record of its public half)}."""
-    made = {}
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (folder / "rsa").mkdir(mode=0o700)
-    (folder / "rsa" / f"{SELECTOR}.{DOMAIN}.pem").write_bytes(rsa_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public = rsa_key.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    made["rsa"] = (folder / "rsa", b"v=DKIM1; k=rsa; p=" + base64.b64encode(public))
-    ed_key = ed25519.Ed25519PrivateKey.generate()
-    (folder / "ed25519").mkdir(mode=0o700)
-    seed = ed_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    (folder / "ed25519" / f"{SELECTOR}.{DOMAIN}.ed25519").write_bytes(base64.b64encode(seed) + b"\n")
-    public = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    made["ed25519"] = (folder / "ed25519", b"v=DKIM1; k=ed25519; p=" + base64.b64encode(public))
-    return made
+    return {algorithm: (folder / algorithm, write_dkim_key(folder / algorithm, DOMAIN, algorithm, SELECTOR))
+            for algorithm in ALGORITHMS}
 
 
 def load_module(path: Path, name: str) -> ModuleType:
@@ -164,6 +150,9 @@ def main() -> int:
                     break
 
         def signing(signer) -> Callable[[], object]:
+            # as the workers call it: the messages are built CRLF-only (a version before ``crlf``: without)
+            if "crlf" in inspect.signature(signer.sign).parameters:
+                return lambda: [signer.sign(data, DOMAIN, crlf=True) for data in items]
             return lambda: [signer.sign(data, DOMAIN) for data in items]
 
         # In each run, in this order: each algorithm's versions in turn, then its bare key operation;

@@ -144,14 +144,16 @@ class DkimSigner:
         """Whether mail from ``domain`` gets a signature."""
         return domain.lower() in self._keys
 
-    def sign(self, message: bytes, domain: str | None = None) -> bytes:
+    def sign(self, message: bytes, domain: str | None = None, *, crlf: bool = False) -> bytes:
         """``message`` with a DKIM-Signature header prepended per key of its From domain, or
         unchanged when that domain has no key. ``domain`` is the From domain when the caller knows
-        it (it saves reading the header). CRLF line ends are kept. Raises DkimSigningError."""
+        it (it saves reading the header). CRLF line ends are kept. ``crlf``: the caller vouches that
+        every line of ``message`` ends in CRLF (as ``renderers.mime`` builds it), which saves
+        counting its line ends: ~3.5 us of a 3 KB message. Raises DkimSigningError."""
         if not self._keys or (domain is not None and domain.lower() not in self._keys):
             return message
         try:
-            headers, body = _parse(message)
+            headers, body = _parse(message, crlf)
         except dkim.DKIMException as exc:
             raise DkimSigningError(f"DKIM: the message cannot be parsed ({type(exc).__name__})") from None
         signers = self._signers.get((domain or _from_domain(headers) or "").lower())
@@ -165,7 +167,7 @@ class DkimSigner:
         return b"".join([signer.header(headers_hash, tags) for signer in signers]) + message
 
 
-def _parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+def _parse(message: bytes, crlf: bool = False) -> tuple[list[list[bytes]], bytes]:
     """dkimpy's ``rfc822_parse``: the header fields as [name, value] pairs, each value with its
     folds and a CRLF at the end, and the body.
 
@@ -173,10 +175,11 @@ def _parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     header block runs to the first empty line, with none inside): its lines are ``split`` at CRLF,
     and the body is the message after the blank line as it is, not split into lines and joined
     again. Any other message is dkimpy's to parse, as the lines it returns differ from the bytes.
+    ``crlf``: the caller vouches for the line ends (``DkimSigner.sign``), which are not counted then.
     Raises dkim.MessageFormatError on a line that is neither a field, a fold nor an mbox From line.
     """
     head, blank, body = message.partition(b"\r\n\r\n")
-    if not blank or message.startswith(b"\r\n") or message.count(b"\n") != message.count(b"\r\n"):
+    if not blank or message.startswith(b"\r\n") or (not crlf and message.count(b"\n") != message.count(b"\r\n")):
         try:
             return dkim.rfc822_parse(message)
         except IndexError:  # a fold before any field: dkimpy appends it to headers[-1]

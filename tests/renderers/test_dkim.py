@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import dkim
 import pytest
@@ -233,6 +234,15 @@ def test_every_kind_of_body_is_signed_as_dkimpy_hashes_it(keys, body):
     head = message().partition(b"\r\n\r\n")[0]
     plain = head.replace(b"multipart/alternative", b"text/plain").split(b"; boundary")[0] + b"\r\n\r\n" + body
     assert dns.verify(load_keys(folder).sign(plain)) == [True, True]
+
+
+def test_line_ends_vouched_for_sign_the_same_bytes(keys, all_keys, monkeypatch):
+    _, dns = keys
+    monkeypatch.setattr(dkim_module, "time", SimpleNamespace(time=lambda: 1_795_000_000))  # one t= for both
+    built = message()
+    vouched = all_keys.sign(built, DOMAIN, crlf=True)
+    assert vouched == all_keys.sign(built, DOMAIN)  # RSA PKCS#1 v1.5 and Ed25519 are deterministic
+    assert dns.verify(vouched) == [True, True]
 
 
 @settings(max_examples=600, deadline=None)

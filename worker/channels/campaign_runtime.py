@@ -150,7 +150,7 @@ class CampaignRuntime:
             list_unsubscribe=unsubscribe_url,
         )
         if self.dkim is not None:  # after the header gate: the signature covers the checked bytes
-            data = self.dkim.sign(data, self.sender.domain)
+            data = self.dkim.sign(data, self.sender.domain, crlf=True)  # built CRLF-only
         return Email(rcpt=rcpt, envelope_from=self.sender.from_addr, data=data, html=rendered.html)
 
 
