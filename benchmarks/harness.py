@@ -501,7 +501,7 @@ def steady_rate(series: list[tuple[float, int]], start: int, total: int, digits:
     return round((b[1] - a[1]) / (b[0] - a[0]), digits) if a and b and b[0] > a[0] else None
 
 
-# ----------------------------------------------------------------------------- profiles
+# ----------------------------------------------------------------------------- DKIM keys
 def write_dkim_key(folder: Path, domain: str, algorithm: str, selector: str = "bench") -> bytes:
     """A fresh DKIM key for ``domain`` in ``folder``, named as ``renderers.dkim.load_keys`` reads it:
     ``<selector>.<domain>.pem`` (RSA-2048, PKCS#8) for ``rsa``, ``<selector>.<domain>.ed25519`` (the
@@ -527,6 +527,7 @@ def write_dkim_key(folder: Path, domain: str, algorithm: str, selector: str = "b
     return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
+# ----------------------------------------------------------------------------- profiles
 def start_profilers(pids: list[int], prefix: str, rate: int, gil: bool = False) -> list[tuple[subprocess.Popen, Path]]:
     """py-spy on each worker process, raw collapsed stacks to results/<prefix>-pyspy-<pid>.txt; all
     threads (idle excluded), or with ``gil`` only the one holding the GIL, so that the shares are of

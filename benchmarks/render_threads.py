@@ -46,9 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import reproduce_command, write_dkim_key  # noqa: E402
 from benchmarks.ledger_bytes import fanned_out_newsletter, smtpless_app  # noqa: E402
+from renderers.dkim import load_keys  # noqa: E402
 from storage.ledger import claim  # noqa: E402
 from storage.models import Campaign  # noqa: E402
-from renderers.dkim import load_keys  # noqa: E402
 from storage.timefmt import now  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
 from worker.pipeline.delivery import _load_contacts  # noqa: E402
