@@ -20,7 +20,9 @@ Before and after the campaign, with the workers idle or stopped, bare aiosmtplib
 (``--raw-sample``, default min(N, 100,000): a sample, so that a run of a million measures the raw
 rate without sending two million more) over 10 connections to the same sink: the campaign's own,
 built by the project (up to 2,000 distinct ones, cycled). That is the raw rate, and project/raw
-against their mean. Checks: the sink got N messages from the campaign and K from each raw run, and
+against their mean. The workers' CPU a message is also given in raw messages (times the raw rate):
+what a message costs a worker against what one takes bare aiosmtplib and the sink, so that figures
+of faster and slower machines compare (0.25 ms at 5,792 msg/s, say, is 1.45). Checks: the sink got N messages from the campaign and K from each raw run, and
 the ledger holds N ``sent`` rows, each archived. Prints the figures and the command that reproduces
 them, and saves them as JSON in benchmarks/results/.
 
@@ -303,7 +305,7 @@ def gil_shares(path: Path) -> dict[str, float]:
     return summarize_profile(path, CATEGORIES)
 
 
-TARGETS = {"ratio_project_to_raw": 0.35, "worker_peak_rss_mib": 250, "redis_peak_growth_mib": 64}
+TARGETS = {"ratio_project_to_raw": 0.65, "worker_peak_rss_mib": 250, "redis_peak_growth_mib": 64}
 
 
 class Run:
@@ -448,7 +450,12 @@ class Run:
         rates = [self.raw_n / r["seconds"] for r in raw["runs"]]
         raw["messages_per_s"] = round(sum(rates) / len(rates))
         if "project" in self.result:
-            self.result["ratio_project_to_raw"] = round(self.n / self.result["project"]["seconds"] / raw["messages_per_s"], 3)
+            project = self.result["project"]
+            self.result["ratio_project_to_raw"] = round(self.n / project["seconds"] / raw["messages_per_s"], 3)
+            # The worker's CPU a message over raw aiosmtplib's wall time a message: the machine's speed
+            # divided out, as in the ratio, so that days and machines compare.
+            project["worker_cpu_in_raw_messages"] = round(
+                project["worker_cpu_ms_per_message"] * raw["messages_per_s"] / 1000, 2)
 
     def check(self) -> bool:
         """The ledger holds N sent rows and N archived messages; the sink got N from the campaign and K
@@ -467,7 +474,7 @@ class Run:
                   and all(r["sink_received"] == self.raw_n for r in self.result["raw"]["runs"])}
         self.result["checks"] = checks
         self.result["targets_met"] = {
-            "ratio_project_to_raw >= 0.35": self.result["ratio_project_to_raw"] >= TARGETS["ratio_project_to_raw"],
+            "ratio_project_to_raw >= 0.65": self.result["ratio_project_to_raw"] >= TARGETS["ratio_project_to_raw"],
             "worker peak RSS <= 250 MiB": max(project["worker_peak_rss_mib"]) <= TARGETS["worker_peak_rss_mib"],
             "Redis growth <= 64 MiB": project["redis_peak_growth_mib"] <= TARGETS["redis_peak_growth_mib"],
         }
@@ -580,7 +587,8 @@ def summary(r: dict) -> str:
         sample = raw.get("messages", r["recipients"])
         lines.append(f"raw aiosmtplib, {raw['connections']} connections, {sample} messages a run"
                      + (f" (a sample: the campaign had {r['recipients']})" if sample < r["recipients"] else "")
-                     + f": {raw['messages_per_s']} msg/s ({runs}); ratio project/raw {r['ratio_project_to_raw']}")
+                     + f": {raw['messages_per_s']} msg/s ({runs}); ratio project/raw {r['ratio_project_to_raw']}; "
+                     f"worker CPU a message {p.get('worker_cpu_in_raw_messages')} x raw's wall time a message")
     lines += target_lines(r.get("targets_met", {}))
     if "checks" in r:
         lines.append(f"checks: all sent {r['checks']['all_sent']}, sink got each once {r['checks']['sink_got_each_once']}")
