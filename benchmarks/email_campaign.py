@@ -75,7 +75,7 @@ from benchmarks.harness import (  # noqa: E402
     RESULTS, BenchDatabase, Sink, WorkerSampler, cleanup, collect_profiles, cpu_by_role, cpu_snapshot, drive,
     end_summary, ensure_smtp_sink, exit_status, git_describe, load_contacts, log, machine_before, phases, proc_kib,
     recorded, redis_db_is_ours, reproduce_command, spawned_children, start_profilers, start_workers, steady_rate,
-    stop_profilers, stop_workers, summarize_profile, target_lines, tuning_env, wait_ready, write_dkim_key)
+    stop_profilers, stop_workers, summarize_profile, target_lines, tuning_env, wait_ready)
 from scheduler.service import run_once  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.models import Campaign, Contact, Recipient, User  # noqa: E402
@@ -356,9 +356,11 @@ class Run:
         ``bench.<domain>.ed25519`` with ``--dkim ed25519``), checked as the workers will load it;
         nothing is published, as the sink verifies nothing."""
         from renderers.dkim import load_keys
+        from tests.dkimkeys import write_ed25519_key, write_rsa_key
 
         folder = self.workdir / "dkim"
-        write_dkim_key(folder, domain, self.args.dkim)
+        folder.mkdir(mode=0o700)
+        (write_ed25519_key if self.args.dkim == "ed25519" else write_rsa_key)(folder, "bench", domain)
         self.result["dkim"] = (f"ed25519-sha256, for {domain}" if self.args.dkim == "ed25519"
                                else f"rsa-sha256, 2048 bits, for {domain}")
         assert load_keys(folder).signs(domain)

@@ -501,32 +501,6 @@ def steady_rate(series: list[tuple[float, int]], start: int, total: int, digits:
     return round((b[1] - a[1]) / (b[0] - a[0]), digits) if a and b and b[0] > a[0] else None
 
 
-# ----------------------------------------------------------------------------- DKIM keys
-def write_dkim_key(folder: Path, domain: str, algorithm: str, selector: str = "bench") -> bytes:
-    """A fresh DKIM key for ``domain`` in ``folder``, named as ``renderers.dkim.load_keys`` reads it:
-    ``<selector>.<domain>.pem`` (RSA-2048, PKCS#8) for ``rsa``, ``<selector>.<domain>.ed25519`` (the
-    base64 seed) for ``ed25519``. Returns the DNS TXT record of its public half (for a stub resolver:
-    nothing is published)."""
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
-    folder.mkdir(mode=0o700, exist_ok=True)
-    if algorithm == "ed25519":
-        key = ed25519.Ed25519PrivateKey.generate()
-        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                 serialization.NoEncryption())
-        (folder / f"{selector}.{domain}.ed25519").write_bytes(base64.b64encode(seed) + b"\n")
-        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return b"v=DKIM1; k=ed25519; p=" + base64.b64encode(public)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (folder / f"{selector}.{domain}.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
 # ----------------------------------------------------------------------------- profiles
 def start_profilers(pids: list[int], prefix: str, rate: int, gil: bool = False) -> list[tuple[subprocess.Popen, Path]]:
     """py-spy on each worker process, raw collapsed stacks to results/<prefix>-pyspy-<pid>.txt; all

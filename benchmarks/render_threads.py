@@ -44,12 +44,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import reproduce_command, write_dkim_key  # noqa: E402
+from benchmarks.harness import reproduce_command  # noqa: E402
 from benchmarks.ledger_bytes import fanned_out_newsletter, smtpless_app  # noqa: E402
 from renderers.dkim import load_keys  # noqa: E402
 from storage.ledger import claim  # noqa: E402
 from storage.models import Campaign  # noqa: E402
 from storage.timefmt import now  # noqa: E402
+from tests.dkimkeys import write_ed25519_key, write_rsa_key  # noqa: E402
 from worker.channels.campaign_runtime import build_runtime  # noqa: E402
 from worker.pipeline.delivery import _load_contacts  # noqa: E402
 from worker.runtime.supervise import tune_gc  # noqa: E402
@@ -92,8 +93,9 @@ def main() -> int:
             campaign, suffix = session.get(Campaign, campaign_id), app.settings.campaign_domain_suffix
             runtime = build_runtime(session, campaign, suffix)
             if args.dkim:
-                write_dkim_key(Path(keys) / "dkim", runtime.sender.domain, args.dkim)
-                runtime = build_runtime(session, campaign, suffix, load_keys(Path(keys) / "dkim"))
+                write = write_ed25519_key if args.dkim == "ed25519" else write_rsa_key
+                write(Path(keys), "bench", runtime.sender.domain)
+                runtime = build_runtime(session, campaign, suffix, load_keys(Path(keys)))
                 assert runtime.dkim is not None
         rows = []
         for batch in batches:
