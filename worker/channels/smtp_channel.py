@@ -197,8 +197,9 @@ class MailChannel(asyncio.Protocol):
             except BaseException:
                 self.close()
                 raise
-        if message.startswith(b".") or _DOT_LINE.search(message):  # dot-stuffing (RFC 5321 4.5.2)
-            message = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
+        leading_dot = message.startswith(b".")
+        if leading_dot or _DOT_LINE.search(message):  # dot-stuffing (RFC 5321 4.5.2)
+            message = (b"." if leading_dot else b"") + message.replace(b"\r\n.", b"\r\n..")
         asked = self._ask(1)
         if lend:
             self._hold(message + b".\r\n")
